@@ -1,0 +1,7 @@
+//! How people prove who they are. Today: email + password against the users file.
+//! (OAuth, passkeys and TOTP join here as their own modules.)
+
+pub mod password;
+pub mod users;
+
+pub use users::{User, UserDirectory};

@@ -1,0 +1,199 @@
+//! Validated gateway configuration: what every other module reads, built once at start-up.
+//!
+//! The TOML file format lives in `file.rs` (checked and converted in `validate.rs` and
+//! `routing.rs`), the `DALEA__SECTION__KEY` environment overlay in `env.rs`, duration strings
+//! ("30d") in `duration.rs`; `config/gateway.example.toml` documents every key. `load` turns
+//! file + environment + CLI flags into this internal [`Config`], or a [`ConfigError`] naming
+//! the exact key and why.
+
+mod duration;
+mod env;
+mod file;
+mod routing;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use duration::{format_duration, parse_duration};
+
+/// The hard cap on `session.idle_timeout` from the product contract: 30 idle days.
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub session: SessionConfig,
+    pub client_info: ClientInfoConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub users: UsersConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Public listener (plain HTTP; TLS terminates in front of the gateway for now).
+    pub listen: SocketAddr,
+    /// Admin listener: `/healthz`, `/readyz` (and `/metrics` later).
+    pub admin_listen: SocketAddr,
+    /// How long SIGTERM waits for in-flight requests before the process exits.
+    pub shutdown_grace_period: Duration,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// Largest request body the built-in endpoints accept (forms, JSON); bigger → 413.
+    pub max_form_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Embedded,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// Directory of the embedded store (created when missing).
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// A session unused for this long is over. Never more than [`MAX_IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
+    /// Hard maximum age of any session, however active.
+    pub absolute_timeout: Duration,
+    /// Cookie name without prefix; `__Host-` is prepended when `cookie_secure`.
+    pub cookie_name: String,
+    /// `Secure` + `__Host-` cookies. False only for plain-HTTP development.
+    pub cookie_secure: bool,
+    /// How often buffered last-active/IP updates are written to the store.
+    pub activity_flush_interval: Duration,
+    /// How often expired sessions are swept from the store.
+    pub sweep_interval: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfoConfig {
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// MaxMind City/Country database for approximate locations.
+    pub geoip_database: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamTarget {
+    /// A real server, resolved once at start-up (pingora must not resolve DNS per request).
+    Address(SocketAddr),
+    /// The built-in "whoami" demo app, started by the gateway on a free loopback port.
+    Whoami,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub target: UpstreamTarget,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+/// What a route needs before a request may pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone; identity headers are still stripped.
+    Public,
+    /// A valid session.
+    Session,
+    /// A recently elevated session (answered 403 until elevation exists).
+    Elevated,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Public => "public",
+            Access::Session => "session",
+            Access::Elevated => "elevated",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Bounded label for logs and metrics; defaults to `route<N>`.
+    pub name: String,
+    /// Exact host (lower case, no port) or `None` for any host.
+    pub host: Option<String>,
+    /// Path prefix, always starting with `/`.
+    pub path_prefix: String,
+    /// Index into `Config::upstreams`.
+    pub upstream: usize,
+    pub access: Access,
+}
+
+#[derive(Debug, Clone)]
+pub struct UsersConfig {
+    /// TOML file with `[[users]]` entries (resolved relative to the config file).
+    pub file: PathBuf,
+}
+
+/// Command-line flags that beat the file and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    /// Replaces `[store] path`.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A configuration problem, naming the key (`session.idle_timeout`) and, when it came from the
+/// environment, the variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` exactly as `serve` does: file, then `DALEA__*` from the process
+    /// environment, then `overrides`, then validation.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        let vars = env::process_vars()?;
+        Self::from_toml_str(&text, base, &vars, overrides)
+    }
+
+    /// Same as [`Config::load`] with the file text, base directory and environment given.
+    pub fn from_toml_str(
+        text: &str,
+        base_dir: &Path,
+        env_vars: &[(String, String)],
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut value: toml::Table = toml::from_str(text)
+            .map_err(|e| ConfigError::new("config", format!("not valid TOML: {e}")))?;
+        let from_env = env::overlay(&mut value, env_vars)?;
+        file::FileConfig::from_table(value)
+            .and_then(|parsed| parsed.into_config(base_dir, overrides))
+            .map_err(|e| from_env.annotate(e))
+    }
+}

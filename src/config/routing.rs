@@ -1,0 +1,214 @@
+//! Checks `[[upstreams]]` and `[[routes]]`: names, targets, hosts, prefixes, references.
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use super::file::{AccessFile, BuiltinFile, RouteFile, UpstreamFile};
+use super::validate::positive_duration;
+use super::*;
+
+/// Built-in pages and API live here; no route may shadow them.
+const RESERVED_PREFIX: &str = "/.dalea";
+
+pub(super) fn upstreams(list: Vec<UpstreamFile>) -> Result<Vec<UpstreamConfig>, ConfigError> {
+    if list.is_empty() {
+        return Err(ConfigError::new(
+            "upstreams",
+            "at least one [[upstreams]] entry is required",
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(list.len());
+    for (i, u) in list.into_iter().enumerate() {
+        let key = |field: &str| format!("upstreams[{i}].{field}");
+        let name = u
+            .name
+            .ok_or_else(|| ConfigError::new(key("name"), "is required"))?;
+        slug(&key("name"), &name)?;
+        if !seen.insert(name.clone()) {
+            return Err(ConfigError::new(
+                key("name"),
+                format!("{name:?} is used by an earlier upstream; names must be unique"),
+            ));
+        }
+        let target = match (u.address, u.builtin) {
+            (Some(addr), None) => UpstreamTarget::Address(resolve(&key("address"), &addr)?),
+            (None, Some(BuiltinFile::Whoami)) => UpstreamTarget::Whoami,
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    key("address"),
+                    "set either address or builtin, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    key("address"),
+                    "is required (or builtin = \"whoami\")",
+                ))
+            }
+        };
+        let connect_timeout = positive_duration(&key("connect_timeout"), &u.connect_timeout)?;
+        let read_timeout = positive_duration(&key("read_timeout"), &u.read_timeout)?;
+        out.push(UpstreamConfig {
+            name,
+            target,
+            connect_timeout,
+            read_timeout,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn routes(
+    list: Vec<RouteFile>,
+    upstreams: &[UpstreamConfig],
+) -> Result<Vec<RouteConfig>, ConfigError> {
+    if list.is_empty() {
+        return Err(ConfigError::new(
+            "routes",
+            "at least one [[routes]] entry is required",
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(list.len());
+    for (i, r) in list.into_iter().enumerate() {
+        let key = |field: &str| format!("routes[{i}].{field}");
+        let name = match r.name {
+            Some(name) => {
+                slug(&key("name"), &name)?;
+                name
+            }
+            None => format!("route{i}"),
+        };
+        if !seen.insert(name.clone()) {
+            return Err(ConfigError::new(
+                key("name"),
+                format!("{name:?} is used by an earlier route; names must be unique"),
+            ));
+        }
+        let host = r.host.map(|h| host(&key("host"), &h)).transpose()?;
+        path_prefix(&key("path_prefix"), &r.path_prefix)?;
+        let wanted = r
+            .upstream
+            .ok_or_else(|| ConfigError::new(key("upstream"), "is required"))?;
+        let upstream = upstreams
+            .iter()
+            .position(|u| u.name == wanted)
+            .ok_or_else(|| {
+                let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                ConfigError::new(
+                    key("upstream"),
+                    format!(
+                        "no upstream is named {wanted:?} (known: {})",
+                        known.join(", ")
+                    ),
+                )
+            })?;
+        let access = match r.access {
+            AccessFile::Public => Access::Public,
+            AccessFile::Session => Access::Session,
+            AccessFile::Elevated => Access::Elevated,
+        };
+        out.push(RouteConfig {
+            name,
+            host,
+            path_prefix: r.path_prefix,
+            upstream,
+            access,
+        });
+    }
+    Ok(out)
+}
+
+/// A prefix must be a plain absolute path with no dot segments, and must not reach under
+/// [`RESERVED_PREFIX`], also not by `//`, `\\` or `%2e` tricks (the route table normalises those).
+fn path_prefix(key: &str, p: &str) -> Result<(), ConfigError> {
+    let bad = |why: String| Err(ConfigError::new(key, format!("{p:?} {why}")));
+    if !p.starts_with('/') {
+        return bad("must start with \"/\"".into());
+    }
+    if p.contains(|c: char| c == '?' || c == '#' || c.is_whitespace() || c.is_control()) {
+        return bad("must be a plain path (no ?, # or spaces)".into());
+    }
+    let decoded = p.to_ascii_lowercase().replace("%2e", ".");
+    let segments: Vec<&str> = decoded
+        .split(['/', '\\'])
+        .filter(|s| !s.is_empty())
+        .collect();
+    if segments.iter().any(|s| *s == "." || *s == "..") {
+        return bad("must not contain . or .. segments".into());
+    }
+    if format!("/{}", segments.join("/")).starts_with(RESERVED_PREFIX) {
+        return bad(format!(
+            "is under {RESERVED_PREFIX}, which is reserved for the gateway's own pages"
+        ));
+    }
+    Ok(())
+}
+
+/// Lower-cases a host and drops a port: "App.Example.com:443" → "app.example.com",
+/// "[::1]:8080" → "[::1]".
+fn host(key: &str, raw: &str) -> Result<String, ConfigError> {
+    let bad = |why: &str| ConfigError::new(key, format!("{raw:?} {why}"));
+    let lower = raw.to_ascii_lowercase();
+    let name = if lower.starts_with('[') {
+        let end = lower.find(']').ok_or_else(|| bad("has an unclosed ["))?;
+        let (name, rest) = lower.split_at(end + 1);
+        port_suffix(rest)
+            .then_some(name)
+            .ok_or_else(|| bad("has junk after ]"))?
+    } else {
+        match lower.split_once(':') {
+            Some((name, port)) if port_suffix(&format!(":{port}")) => name,
+            Some(_) => return Err(bad("is not a host name (IPv6 addresses go in brackets)")),
+            None => lower.as_str(),
+        }
+    };
+    let valid = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        }
+    };
+    if !valid {
+        return Err(bad("is not a host name"));
+    }
+    Ok(name.to_string())
+}
+
+/// True for "" or ":<digits>".
+fn port_suffix(rest: &str) -> bool {
+    rest.is_empty()
+        || rest
+            .strip_prefix(':')
+            .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Names of upstreams and routes: lower-case letters, digits, `_`, `-`.
+fn slug(key: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
+    if name.is_empty() || !name.chars().all(ok) {
+        return Err(ConfigError::new(
+            key,
+            format!("{name:?} must be non-empty and use only a-z, 0-9, _ and -"),
+        ));
+    }
+    Ok(())
+}
+
+/// Resolves once at start-up; the first address wins.
+fn resolve(key: &str, raw: &str) -> Result<SocketAddr, ConfigError> {
+    let text = raw.trim();
+    let mut addrs = text.to_socket_addrs().map_err(|e| {
+        ConfigError::new(
+            key,
+            format!("cannot resolve {raw:?} (expected host:port): {e}"),
+        )
+    })?;
+    addrs
+        .next()
+        .ok_or_else(|| ConfigError::new(key, format!("{raw:?} resolved to no addresses")))
+}

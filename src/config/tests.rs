@@ -1,0 +1,351 @@
+//! End-to-end tests of the loader: file text + environment + flags → `Config` or the exact key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+mod layering;
+
+const BASE: &str = "/etc/dalea";
+
+/// The smallest valid file.
+const MINIMAL: &str = r#"
+[[upstreams]]
+name = "app"
+builtin = "whoami"
+
+[[routes]]
+upstream = "app"
+
+[users]
+file = "users.toml"
+"#;
+
+fn load_with(text: &str, env: &[(&str, &str)], o: &Overrides) -> Result<Config, ConfigError> {
+    let vars: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_toml_str(text, Path::new(BASE), &vars, o)
+}
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    load_with(text, &[], &Overrides::default())
+}
+
+/// MINIMAL plus extra lines (TOML allows a section header to appear after arrays of tables).
+fn with(extra: &str) -> String {
+    format!("{MINIMAL}\n{extra}\n")
+}
+
+fn err_key(text: &str) -> String {
+    match load(text) {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(e) => e.key,
+    }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn defaults() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.server.listen, addr("127.0.0.1:8080"));
+    assert_eq!(c.server.admin_listen, addr("127.0.0.1:9090"));
+    assert_eq!(c.server.shutdown_grace_period, Duration::from_secs(5));
+    assert!(c.server.threads >= 1);
+    assert_eq!(c.server.max_form_bytes, 16384);
+    assert_eq!(c.store.kind, StoreKind::Embedded);
+    assert_eq!(c.store.path, PathBuf::from("/etc/dalea/data"));
+    assert_eq!(c.session.idle_timeout, MAX_IDLE_TIMEOUT);
+    assert_eq!(c.session.absolute_timeout, Duration::from_secs(90 * 86400));
+    assert_eq!(c.session.cookie_name, "dalea_session");
+    assert!(c.session.cookie_secure);
+    assert_eq!(c.session.activity_flush_interval, Duration::from_secs(1));
+    assert_eq!(c.session.sweep_interval, Duration::from_secs(300));
+    assert!(c.client_info.trusted_proxies.is_empty());
+    assert_eq!(c.client_info.geoip_database, None);
+    assert_eq!(c.upstreams.len(), 1);
+    assert_eq!(c.upstreams[0].target, UpstreamTarget::Whoami);
+    assert_eq!(c.upstreams[0].connect_timeout, Duration::from_secs(3));
+    assert_eq!(c.upstreams[0].read_timeout, Duration::from_secs(60));
+    let r = &c.routes[0];
+    assert_eq!(
+        (r.name.as_str(), r.host.as_deref(), r.path_prefix.as_str()),
+        ("route0", None, "/")
+    );
+    assert_eq!((r.upstream, r.access), (0, Access::Session));
+    assert_eq!(c.users.file, PathBuf::from("/etc/dalea/users.toml"));
+}
+
+#[test]
+fn example_file_loads_with_the_defaults() {
+    let text = include_str!("../../config/gateway.example.toml");
+    let c = load(text).unwrap();
+    let d = load(MINIMAL).unwrap();
+    assert_eq!(c.server.listen, d.server.listen);
+    assert_eq!(c.server.admin_listen, d.server.admin_listen);
+    assert_eq!(
+        c.server.shutdown_grace_period,
+        d.server.shutdown_grace_period
+    );
+    assert_eq!(c.server.max_form_bytes, d.server.max_form_bytes);
+    assert_eq!(c.store.path, d.store.path);
+    assert_eq!(c.session.idle_timeout, d.session.idle_timeout);
+    assert_eq!(c.session.absolute_timeout, d.session.absolute_timeout);
+    assert_eq!(c.session.cookie_name, d.session.cookie_name);
+    assert_eq!(
+        c.session.activity_flush_interval,
+        d.session.activity_flush_interval
+    );
+    assert_eq!(c.session.sweep_interval, d.session.sweep_interval);
+    assert_eq!(c.users.file, d.users.file);
+}
+
+#[test]
+fn idle_timeout_cap() {
+    let err = load(&with("[session]\nidle_timeout = \"31d\"")).unwrap_err();
+    assert_eq!(err.key, "session.idle_timeout");
+    assert_eq!(
+        err.message,
+        "31d is longer than the 30-day maximum idle timeout; sessions idle for 30 days must end"
+    );
+    let c = load(&with("[session]\nidle_timeout = \"30d\"")).unwrap();
+    assert_eq!(c.session.idle_timeout, MAX_IDLE_TIMEOUT);
+    assert_eq!(
+        err_key(&with("[session]\nidle_timeout = \"720h1s\"")),
+        "session.idle_timeout"
+    );
+    assert_eq!(
+        err_key(&with("[session]\nidle_timeout = \"0s\"")),
+        "session.idle_timeout"
+    );
+    assert_eq!(
+        err_key(&with("[session]\nidle_timeout = \"30 days\"")),
+        "session.idle_timeout"
+    );
+}
+
+#[test]
+fn absolute_timeout_not_below_idle() {
+    let text = with("[session]\nidle_timeout = \"2d\"\nabsolute_timeout = \"1d\"");
+    assert_eq!(err_key(&text), "session.absolute_timeout");
+    assert!(load(&with(
+        "[session]\nidle_timeout = \"2d\"\nabsolute_timeout = \"2d\""
+    ))
+    .is_ok());
+}
+
+#[test]
+fn session_ranges() {
+    for v in ["50ms", "11s"] {
+        let text = with(&format!("[session]\nactivity_flush_interval = \"{v}\""));
+        assert_eq!(err_key(&text), "session.activity_flush_interval");
+    }
+    assert_eq!(
+        err_key(&with("[session]\nsweep_interval = \"0s\"")),
+        "session.sweep_interval"
+    );
+    for bad in [
+        "",
+        "has space",
+        "semi;colon",
+        "__Host-x",
+        "__secure-x",
+        &"a".repeat(65),
+    ] {
+        let text = with(&format!("[session]\ncookie_name = \"{bad}\""));
+        assert_eq!(err_key(&text), "session.cookie_name", "{bad:?}");
+    }
+    assert!(load(&with("[session]\ncookie_name = \"My-App_2\"")).is_ok());
+}
+
+#[test]
+fn server_ranges() {
+    assert_eq!(
+        err_key(&with("[server]\nlisten = \"localhost\"")),
+        "server.listen"
+    );
+    assert_eq!(
+        err_key(&with("[server]\nshutdown_grace_period = \"61s\"")),
+        "server.shutdown_grace_period"
+    );
+    assert_eq!(err_key(&with("[server]\nthreads = 0")), "server.threads");
+    assert_eq!(
+        err_key(&with("[server]\nmax_form_bytes = 1023")),
+        "server.max_form_bytes"
+    );
+    assert_eq!(
+        err_key(&with("[server]\nmax_form_bytes = 1048577")),
+        "server.max_form_bytes"
+    );
+    assert_eq!(
+        load(&with("[server]\nthreads = 3")).unwrap().server.threads,
+        3
+    );
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let err = load(&with("[session]\ncookie_nmae = \"x\"")).unwrap_err();
+    assert_eq!(err.key, "session.cookie_nmae");
+    assert!(err.message.contains("unknown field"), "{err}");
+    assert_eq!(err_key(&format!("colour = \"blue\"\n{MINIMAL}")), "colour");
+    assert_eq!(err_key(&with("colour = \"blue\"")), "users.colour");
+}
+
+#[test]
+fn routes_are_checked() {
+    let text = MINIMAL.replace("upstream = \"app\"", "upstream = \"nope\"");
+    let err = load(&text).unwrap_err();
+    assert_eq!(err.key, "routes[0].upstream");
+    assert!(err.message.contains("\"nope\""), "{err}");
+
+    let prefix = |p: &str| {
+        let line = format!("upstream = \"app\"\npath_prefix = '{p}'");
+        let text = MINIMAL.replace("upstream = \"app\"", &line);
+        load(&text)
+            .map(|c| c.routes[0].path_prefix.clone())
+            .map_err(|e| e.key)
+    };
+    let bad = [
+        "/.dalea",
+        "/.dalea/x",
+        "//.dalea",
+        "/\\.dalea",
+        "/%2Edalea/",
+        "/.DALEA",
+        "app",
+        "",
+        "/a/../b",
+        "/a/%2e%2e/b",
+        "/a?b",
+        "/a b",
+    ];
+    for p in bad {
+        assert_eq!(prefix(p), Err("routes[0].path_prefix".into()), "{p:?}");
+    }
+    for p in ["/", "/app", "/app/", "/dalea", "/a.b/.well-known"] {
+        assert_eq!(prefix(p), Ok(p.into()));
+    }
+
+    let two = format!("{MINIMAL}\n[[routes]]\nname = \"route0\"\nupstream = \"app\"\n");
+    assert_eq!(err_key(&two), "routes[1].name");
+    let missing = format!("{MINIMAL}\n[[routes]]\npath_prefix = \"/x\"\n");
+    assert_eq!(err_key(&missing), "routes[1].upstream");
+    let no_routes = MINIMAL.replace("[[routes]]\nupstream = \"app\"\n", "");
+    assert_eq!(err_key(&no_routes), "routes");
+}
+
+#[test]
+fn route_host_is_normalised() {
+    let host = |h: &str| {
+        let text = MINIMAL.replace(
+            "upstream = \"app\"",
+            &format!("upstream = \"app\"\nhost = \"{h}\""),
+        );
+        load(&text)
+            .map(|c| c.routes[0].host.clone().unwrap_or_default())
+            .map_err(|e| e.key)
+    };
+    assert_eq!(host("App.Example.COM:8443"), Ok("app.example.com".into()));
+    assert_eq!(host("[::1]:8080"), Ok("[::1]".into()));
+    assert_eq!(host("app.example.com"), Ok("app.example.com".into()));
+    for bad in [
+        "", "a b", "a/b", "::1", "x:port", "a]b", "[zz]", "[::1]x", "[::1",
+    ] {
+        assert_eq!(host(bad), Err("routes[0].host".into()), "{bad:?}");
+    }
+}
+
+#[test]
+fn upstreams_are_checked() {
+    let addr_up = MINIMAL.replace("builtin = \"whoami\"", "address = \"127.0.0.1:3000\"");
+    assert_eq!(
+        load(&addr_up).unwrap().upstreams[0].target,
+        UpstreamTarget::Address(addr("127.0.0.1:3000"))
+    );
+    let no_port = MINIMAL.replace("builtin = \"whoami\"", "address = \"127.0.0.1\"");
+    assert_eq!(err_key(&no_port), "upstreams[0].address");
+    let both = MINIMAL.replace(
+        "builtin = \"whoami\"",
+        "builtin = \"whoami\"\naddress = \"127.0.0.1:1\"",
+    );
+    assert_eq!(err_key(&both), "upstreams[0].address");
+    let neither = MINIMAL.replace("builtin = \"whoami\"", "");
+    assert_eq!(err_key(&neither), "upstreams[0].address");
+    let upper = MINIMAL.replace("name = \"app\"", "name = \"App\"");
+    assert_eq!(err_key(&upper), "upstreams[0].name");
+    let dup = format!("{MINIMAL}\n[[upstreams]]\nname = \"app\"\nbuiltin = \"whoami\"\n");
+    assert_eq!(err_key(&dup), "upstreams[1].name");
+    let zero = MINIMAL.replace(
+        "builtin = \"whoami\"",
+        "builtin = \"whoami\"\nread_timeout = \"0s\"",
+    );
+    assert_eq!(err_key(&zero), "upstreams[0].read_timeout");
+    let none = "[[routes]]\nupstream = \"app\"\n[users]\nfile = \"u.toml\"\n";
+    assert_eq!(err_key(none), "upstreams");
+}
+
+#[test]
+fn users_file_is_required() {
+    let text = MINIMAL.replace("[users]\nfile = \"users.toml\"\n", "");
+    assert_eq!(err_key(&text), "users.file");
+    let absolute = MINIMAL.replace("\"users.toml\"", "\"/srv/users.toml\"");
+    assert_eq!(
+        load(&absolute).unwrap().users.file,
+        PathBuf::from("/srv/users.toml")
+    );
+}
+
+#[test]
+fn client_info_is_checked() {
+    let c = load(&with(
+        "[client_info]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.168.1.7\", \"::1\"]",
+    ))
+    .unwrap();
+    let nets: Vec<String> = c
+        .client_info
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["10.0.0.0/8", "192.168.1.7/32", "::1/128"]);
+    let bad = with("[client_info]\ntrusted_proxies = [\"10.0.0.0/8\", \"nope\"]");
+    assert_eq!(err_key(&bad), "client_info.trusted_proxies[1]");
+
+    let missing = with("[client_info]\ngeoip_database = \"no-such-GeoLite2.mmdb\"");
+    let err = load(&missing).unwrap_err();
+    assert_eq!(err.key, "client_info.geoip_database");
+    assert!(err.message.contains("missing"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("geo.mmdb"), b"x").unwrap();
+    let present = with("[client_info]\ngeoip_database = \"geo.mmdb\"");
+    let c = Config::from_toml_str(&present, dir.path(), &[], &Overrides::default()).unwrap();
+    assert_eq!(
+        c.client_info.geoip_database,
+        Some(dir.path().join("geo.mmdb"))
+    );
+}
+
+#[test]
+fn invalid_toml_is_reported() {
+    assert_eq!(err_key("[server\n"), "config");
+}
+
+#[test]
+fn load_reads_the_file_and_resolves_against_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, MINIMAL).unwrap();
+    let c = Config::load(&path, &Overrides::default()).unwrap();
+    assert_eq!(c.users.file, dir.path().join("users.toml"));
+    assert_eq!(c.store.path, dir.path().join("data"));
+    let err = Config::load(&dir.path().join("missing.toml"), &Overrides::default()).unwrap_err();
+    assert_eq!(err.key, "config");
+}

@@ -1,0 +1,112 @@
+//! The one place errors become HTTP: status, a stable machine-readable code and a message a
+//! person can act on. Causes are logged where they happen and never sent to the client.
+
+/// Everything a request can fail with, as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("Sign in to continue.")]
+    SignInRequired,
+    #[error("Email or password is incorrect.")]
+    BadCredentials,
+    #[error("This request did not come from this site's own page. Reload the page and try again.")]
+    CsrfRejected,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("Not found.")]
+    NotFound,
+    #[error("Method not allowed.")]
+    MethodNotAllowed(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("The request body is too large.")]
+    PayloadTooLarge,
+    #[error("Send this request as {0}.")]
+    UnsupportedMediaType(&'static str),
+    #[error("Sessions are temporarily unavailable. Nothing was lost; try again in a moment.")]
+    StoreUnavailable,
+    #[error("Something went wrong on our side.")]
+    Internal,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::BadRequest(_) => 400,
+            GatewayError::SignInRequired | GatewayError::BadCredentials => 401,
+            GatewayError::CsrfRejected | GatewayError::Forbidden(_) => 403,
+            GatewayError::NotFound => 404,
+            GatewayError::MethodNotAllowed(_) => 405,
+            GatewayError::Conflict(_) => 409,
+            GatewayError::PayloadTooLarge => 413,
+            GatewayError::UnsupportedMediaType(_) => 415,
+            GatewayError::StoreUnavailable => 503,
+            GatewayError::Internal => 500,
+        }
+    }
+
+    /// Stable code for the JSON `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::SignInRequired => "signin_required",
+            GatewayError::BadCredentials => "invalid_credentials",
+            GatewayError::CsrfRejected => "csrf_rejected",
+            GatewayError::Forbidden(_) => "forbidden",
+            GatewayError::NotFound => "not_found",
+            GatewayError::MethodNotAllowed(_) => "method_not_allowed",
+            GatewayError::Conflict(_) => "conflict",
+            GatewayError::PayloadTooLarge => "payload_too_large",
+            GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",
+            GatewayError::StoreUnavailable => "store_unavailable",
+            GatewayError::Internal => "internal",
+        }
+    }
+
+    /// Extra headers the status needs (`Allow`, `Retry-After`).
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            GatewayError::MethodNotAllowed(allow) => vec![("allow", allow.to_string())],
+            GatewayError::StoreUnavailable => vec![("retry-after", "2".to_string())],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The JSON body: `{"error": code, "message": text}` plus any extra fields.
+    pub fn json(&self, extra: Option<(&str, &str)>) -> Vec<u8> {
+        let mut body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        if let (Some((k, v)), Some(map)) = (extra, body.as_object_mut()) {
+            map.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+        }
+        body.to_string().into_bytes()
+    }
+}
+
+impl From<crate::session::store::StoreError> for GatewayError {
+    fn from(e: crate::session::store::StoreError) -> Self {
+        tracing::warn!(error = %e, "session store error");
+        GatewayError::StoreUnavailable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_outages_are_retryable_503s_not_sign_outs() {
+        let e = GatewayError::StoreUnavailable;
+        assert_eq!(e.status(), 503);
+        assert!(e.headers().iter().any(|(k, _)| *k == "retry-after"));
+    }
+
+    #[test]
+    fn json_bodies_carry_code_and_message() {
+        let body = GatewayError::SignInRequired.json(Some(("signin_url", "/.dalea/signin?rd=%2F")));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(v["error"], "signin_required");
+        assert_eq!(v["signin_url"], "/.dalea/signin?rd=%2F");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+}

@@ -1,0 +1,17 @@
+//! Dalea Gateway: a reverse-proxy authentication gateway on pingora.
+//!
+//! Reading order: `proxy` (the request flow, top to bottom), then `session` (what a session
+//! is and where it lives), `pages` (the built-in pages and JSON API under `/.dalea/`),
+//! `auth` (how people prove who they are), `client_info` (IP, device, place), `config`.
+
+pub mod auth;
+pub mod client_info;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod pages;
+pub mod proxy;
+pub mod server;
+pub mod session;
+pub mod state;
+pub mod whoami;

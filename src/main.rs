@@ -1,0 +1,124 @@
+//! The `dalea-gateway` command: `serve`, `check-config`, `hash-password`. Wiring only.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use dalea_gateway::auth::password;
+use dalea_gateway::clock::SystemClock;
+use dalea_gateway::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(name = "dalea-gateway", version, about = "Reverse-proxy authentication gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+        /// Public listener, beats `[server] listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Admin listener, beats `[server] admin_listen`.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+        /// Directory of the embedded store, replaces `[store] path`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Log as JSON lines.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Load the configuration exactly as `serve` would (environment included) and report.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Read a password from standard input and print its argon2id hash for the users file.
+    HashPassword,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve { config, listen, admin_listen, data_dir, log_json } => {
+            init_logging(log_json);
+            let overrides = Overrides { listen, admin_listen, data_dir };
+            serve(&config, &overrides)
+        }
+        Command::CheckConfig { config } => match Config::load(&config, &Overrides::default()) {
+            Ok(_) => {
+                println!("{}: OK", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", config.display());
+                ExitCode::FAILURE
+            }
+        },
+        Command::HashPassword => hash_password(),
+    }
+}
+
+fn serve(path: &std::path::Path, overrides: &Overrides) -> ExitCode {
+    let config = match Config::load(path, overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let listen = config.server.listen;
+    match dalea_gateway::server::build(config, Arc::new(SystemClock)) {
+        Ok(built) => {
+            tracing::info!(%listen, "dalea-gateway listening");
+            built.server.run(pingora::server::RunArgs::default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot start: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let mut input = String::new();
+    if std::io::stdin().read_to_string(&mut input).is_err() {
+        eprintln!("could not read a password from standard input");
+        return ExitCode::FAILURE;
+    }
+    let pw = input.strip_suffix('\n').map(|p| p.strip_suffix('\r').unwrap_or(p)).unwrap_or(&input);
+    if pw.is_empty() {
+        eprintln!("the password is empty");
+        return ExitCode::FAILURE;
+    }
+    match password::hash(pw) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hashing failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

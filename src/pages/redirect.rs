@@ -1,0 +1,71 @@
+//! Where to send someone after sign-in (`rd=`): only same-origin absolute paths, parsed with a
+//! real URL parser. Anything else (`//host`, `/\host`, tabs/newlines, schemes) becomes `/`.
+
+use url::Url;
+
+/// A stand-in origin: `rd` must resolve against it and stay on it.
+const BASE: &str = "http://gateway.invalid";
+
+pub fn safe_redirect(raw: Option<&str>) -> String {
+    raw.and_then(resolve).unwrap_or_else(|| "/".to_string())
+}
+
+fn resolve(raw: &str) -> Option<String> {
+    // Must look like a path from the start, before any parser normalisation: no scheme, no
+    // backslash anywhere, no control characters (the URL parser strips tab/newline, which is
+    // exactly how "/\t/evil.example" would become "//evil.example").
+    if !raw.starts_with('/') || raw.starts_with("//") || raw.contains('\\') || raw.chars().any(char::is_control) {
+        return None;
+    }
+    let base = Url::parse(BASE).ok()?;
+    let url = base.join(raw).ok()?;
+    if url.origin() != base.origin() {
+        return None;
+    }
+    let mut out = url.path().to_string();
+    if let Some(q) = url.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    // Never bounce back into the sign-in page itself.
+    if out.starts_with("/.dalea/signin") || out.starts_with("/.dalea/signout") {
+        return None;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_site_paths_are_kept() {
+        assert_eq!(safe_redirect(Some("/app/page?x=1")), "/app/page?x=1");
+        assert_eq!(safe_redirect(Some("/")), "/");
+        assert_eq!(safe_redirect(Some("/a/../b")), "/b");
+    }
+
+    #[test]
+    fn off_site_and_tricky_targets_fall_back_to_root() {
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "https://evil.example/",
+            "javascript:alert(1)",
+            "evil.example",
+            "",
+            "/%09/evil.example/../..//evil.example",
+            "/.dalea/signin?rd=/x",
+        ] {
+            let got = safe_redirect(Some(bad));
+            assert!(got.starts_with('/') && !got.starts_with("//"), "{bad:?} → {got:?}");
+            assert!(!got.contains("evil.example") || got.starts_with("/%09"), "{bad:?} → {got:?}");
+        }
+        assert_eq!(safe_redirect(None), "/");
+        assert_eq!(safe_redirect(Some("//evil.example")), "/");
+        assert_eq!(safe_redirect(Some("/\t/evil.example")), "/");
+    }
+}

@@ -1,0 +1,224 @@
+//! Settings → Security → Sessions: the list (HTML and JSON) and revocation (the page's × and
+//! `DELETE /.dalea/api/sessions/{id}`).
+
+use std::net::IpAddr;
+
+use pingora::proxy::Session;
+use serde::Serialize;
+
+use super::{body, csrf, query_param, signin_url, trusted_forwarded_host, SESSIONS_PATH};
+use crate::client_info::Location;
+use crate::clock::{ago, rfc3339, Millis};
+use crate::error::GatewayError;
+use crate::proxy::authenticate;
+use crate::proxy::ctx::{Identity, RequestCtx};
+use crate::proxy::respond::Reply;
+use crate::session::manager::Revoke;
+use crate::session::{PublicId, Session as GwSession};
+use crate::state::AppState;
+
+#[derive(Debug, Serialize)]
+pub struct AuthStrength {
+    pub elevated: bool,
+    pub method: Option<&'static str>,
+    pub elevated_at: Option<String>,
+}
+
+/// One row of the sessions list: the JSON object, plus a few display-only fields the page uses.
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    pub id: String,
+    pub browser: String,
+    pub browser_version: Option<String>,
+    pub os: String,
+    pub device: String,
+    pub ip: Option<String>,
+    pub location: Option<Location>,
+    pub last_active: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub sign_in_method: String,
+    pub auth_strength: AuthStrength,
+    pub remember_me: bool,
+    pub current: bool,
+    #[serde(skip)]
+    pub page: PageExtras,
+}
+
+/// What only the HTML page needs.
+#[derive(Debug, Default, Serialize)]
+pub struct PageExtras {
+    initials: String,
+    location_label: Option<String>,
+    last_active_ago: String,
+    last_active_exact: String,
+    created_ago: String,
+    created_at_exact: String,
+    sign_in_label: String,
+    strength_label: String,
+}
+
+impl SessionView {
+    pub fn new(state: &AppState, s: &GwSession, last_active: Millis, ip: Option<IpAddr>, current: bool) -> Self {
+        let now = state.sessions.now();
+        let device = state.client_info.describe_device(&s.user_agent, &s.client_hints);
+        let location = ip.and_then(|ip| state.client_info.locate(ip));
+        let strength_label = match s.elevation {
+            Some(e) => format!("Elevated ({})", e.method.as_str().to_uppercase().replace("PASSKEY", "passkey")),
+            None => "Signed in, not elevated".to_string(),
+        };
+        let location_label = location.as_ref().map(|l| {
+            [l.city.as_deref(), l.country.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(", ")
+        });
+        let exact = |t: Millis| chrono::DateTime::from_timestamp_millis(t).map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default();
+        SessionView {
+            page: PageExtras {
+                initials: device.browser.chars().filter(|c| c.is_alphanumeric()).take(2).collect(),
+                location_label: location_label.filter(|l| !l.is_empty()),
+                last_active_ago: ago(last_active, now),
+                last_active_exact: exact(last_active),
+                created_ago: ago(s.created_at, now),
+                created_at_exact: exact(s.created_at),
+                sign_in_label: s.sign_in_method.label(),
+                strength_label,
+            },
+            id: s.id.to_string(),
+            browser: device.browser,
+            browser_version: device.browser_version,
+            os: device.os,
+            device: device.device,
+            ip: ip.map(|i| i.to_string()),
+            location,
+            last_active: rfc3339(last_active),
+            created_at: rfc3339(s.created_at),
+            expires_at: rfc3339(s.expires_at),
+            sign_in_method: s.sign_in_method.as_string(),
+            auth_strength: AuthStrength {
+                elevated: s.ever_elevated,
+                method: s.elevation.map(|e| e.method.as_str()),
+                elevated_at: s.elevation.map(|e| rfc3339(e.at)),
+            },
+            remember_me: s.remember_me,
+            current,
+        }
+    }
+}
+
+/// The caller's identity, or the error a page/API gives without one.
+async fn require_identity(state: &AppState, session: &Session) -> Result<Identity, GatewayError> {
+    match authenticate::identify(state, session.req_header()).await? {
+        (Some(identity), _) => Ok(identity),
+        (None, _) => Err(GatewayError::SignInRequired),
+    }
+}
+
+async fn views(state: &AppState, identity: &Identity) -> Result<Vec<SessionView>, GatewayError> {
+    let current = &identity.session.session.id;
+    Ok(state
+        .sessions
+        .list(&identity.user_id)
+        .await?
+        .into_iter()
+        .map(|l| SessionView::new(state, &l.session, l.last_active_at, l.last_ip, &l.session.id == current))
+        .collect())
+}
+
+#[derive(Serialize)]
+struct Row<'a> {
+    #[serde(flatten)]
+    view: &'a SessionView,
+    #[serde(flatten)]
+    page: &'a PageExtras,
+}
+
+#[derive(Serialize)]
+struct UserView<'a> {
+    display_name: &'a str,
+    email: &'a str,
+}
+
+#[derive(Serialize)]
+struct SessionsPage<'a> {
+    user: UserView<'a>,
+    sessions: Vec<Row<'a>>,
+    csrf_token: &'a str,
+    notice: Option<&'static str>,
+    error: Option<&'static str>,
+    geoip: bool,
+}
+
+/// GET /.dalea/settings/security/sessions
+pub async fn page(state: &AppState, session: &mut Session) -> Result<Reply, GatewayError> {
+    let identity = match require_identity(state, session).await {
+        Err(GatewayError::SignInRequired) => {
+            let clear = state.cookies.clear_session();
+            return Ok(Reply::see_other(&signin_url(SESSIONS_PATH)).header("set-cookie", clear));
+        }
+        other => other?,
+    };
+    let user = state.users.by_id(&identity.user_id).ok_or(GatewayError::SignInRequired)?;
+    let views = views(state, &identity).await?;
+    // Only fixed messages: nothing from the query string reaches the page as text.
+    let notice = match query_param(session, "done").as_deref() {
+        Some("revoked") => Some("The session was signed out."),
+        Some("gone") => Some("That session had already ended."),
+        _ => None,
+    };
+    let error = match query_param(session, "error").as_deref() {
+        Some("current") => Some("That is this session. To end it, use Sign out at the top of the page."),
+        _ => None,
+    };
+    let page = SessionsPage {
+        user: UserView { display_name: &user.display_name, email: &user.email },
+        sessions: views.iter().map(|v| Row { view: v, page: &v.page }).collect(),
+        csrf_token: identity.session.session.csrf.expose(),
+        notice,
+        error,
+        geoip: state.client_info.has_geoip(),
+    };
+    Ok(Reply::html(200, state.templates.render("sessions.html", &page)))
+}
+
+/// GET /.dalea/api/sessions
+pub async fn list_json(state: &AppState, session: &mut Session) -> Result<Reply, GatewayError> {
+    let identity = require_identity(state, session).await?;
+    let views = views(state, &identity).await?;
+    let body = serde_json::to_vec(&serde_json::json!({ "sessions": views })).map_err(|_| GatewayError::Internal)?;
+    Ok(Reply::json(200, body))
+}
+
+async fn revoke(state: &AppState, identity: &Identity, raw_id: &str) -> Result<Revoke, GatewayError> {
+    let Some(id) = PublicId::parse(raw_id) else { return Ok(Revoke::NotFound) };
+    Ok(state.sessions.revoke(&identity.user_id, &id, &identity.session.session.id).await?)
+}
+
+/// DELETE /.dalea/api/sessions/{id}: 204, 409 for the caller's own session, 404 otherwise.
+pub async fn revoke_json(state: &AppState, session: &mut Session, ctx: &RequestCtx, id: &str) -> Result<Reply, GatewayError> {
+    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
+    let identity = require_identity(state, session).await?;
+    match revoke(state, &identity, id).await? {
+        Revoke::Revoked => Ok(Reply::empty(204)),
+        Revoke::IsCurrent => Err(GatewayError::Conflict(
+            "This is the session making the request. To end it, sign out (POST /.dalea/signout).".into(),
+        )),
+        Revoke::NotFound => Err(GatewayError::NotFound),
+    }
+}
+
+/// POST /.dalea/settings/security/sessions/{id}/revoke: the × on the page.
+pub async fn revoke_form(state: &AppState, session: &mut Session, ctx: &RequestCtx, id: &str) -> Result<Reply, GatewayError> {
+    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
+    body::require_content_type(session, body::FORM)?;
+    let identity = match require_identity(state, session).await {
+        Err(GatewayError::SignInRequired) => return Ok(Reply::see_other(&signin_url(SESSIONS_PATH))),
+        other => other?,
+    };
+    let fields = body::form(&body::read(session, state.config.server.max_form_bytes).await?);
+    csrf::check_token(&identity.session.session.csrf, fields.get("csrf_token"))?;
+    let outcome = match revoke(state, &identity, id).await? {
+        Revoke::Revoked => "?done=revoked",
+        Revoke::IsCurrent => "?error=current",
+        Revoke::NotFound => "?done=gone",
+    };
+    Ok(Reply::see_other(&format!("{SESSIONS_PATH}{outcome}")))
+}

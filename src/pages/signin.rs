@@ -1,0 +1,168 @@
+//! Sign-in (HTML form and JSON) and sign-out.
+
+use std::time::Duration;
+
+use pingora::proxy::Session;
+use serde::{Deserialize, Serialize};
+
+use super::sessions::SessionView;
+use super::{body, csrf, query_param, redirect, trusted_forwarded_host, SIGNIN_PATH};
+use crate::auth::User;
+use crate::client_info::{ClientHints, ACCEPT_CH, CRITICAL_CH};
+use crate::error::GatewayError;
+use crate::proxy::authenticate;
+use crate::proxy::ctx::RequestCtx;
+use crate::proxy::respond::Reply;
+use crate::session::token::random_string;
+use crate::session::{NewSession, Session as GwSession, SignInMethod, Token};
+use crate::state::AppState;
+
+#[derive(Serialize)]
+struct SigninPage<'a> {
+    csrf_token: &'a str,
+    rd: &'a str,
+    destination: &'a str,
+    email: &'a str,
+    error: Option<&'a str>,
+}
+
+/// Renders the sign-in form with a CSRF cookie (double-submit) and a request for the client
+/// hints that let the sessions page say "macOS 14" instead of a frozen UA version.
+fn render_form(state: &AppState, session: &Session, status: u16, rd: &str, email: &str, error: Option<&str>) -> Reply {
+    let cookies = session.req_header().headers.get_all(http::header::COOKIE);
+    let csrf_token = state.cookies.csrf_value(cookies.iter().map(|v| v.as_bytes())).unwrap_or_else(random_string::<32>);
+    let destination = if rd == "/" { "the app" } else { rd };
+    let page = SigninPage { csrf_token: &csrf_token, rd, destination, email, error };
+    Reply::html(status, state.templates.render("signin.html", &page))
+        .header("set-cookie", state.cookies.set_csrf(&csrf_token))
+        .header("accept-ch", ACCEPT_CH)
+        .header("critical-ch", CRITICAL_CH)
+        .header("vary", "Sec-CH-UA-Platform-Version")
+}
+
+/// GET /.dalea/signin
+pub async fn page(state: &AppState, session: &mut Session) -> Result<Reply, GatewayError> {
+    let rd = redirect::safe_redirect(query_param(session, "rd").as_deref());
+    // Already signed in: go straight on. A store outage just shows the form.
+    if let Ok((Some(_), _)) = authenticate::identify(state, session.req_header()).await {
+        return Ok(Reply::see_other(&rd));
+    }
+    Ok(render_form(state, session, 200, &rd, "", None))
+}
+
+/// Checks email + password. Unknown email and wrong password look exactly the same.
+async fn check_credentials(state: &AppState, email: &str, password: &str) -> Result<std::sync::Arc<User>, GatewayError> {
+    let user = state.users.by_email(email);
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    if state.passwords.verify(password.to_string(), hash).await {
+        if let Some(user) = user {
+            return Ok(user);
+        }
+    }
+    tracing::info!(outcome = "failure", "sign-in failed");
+    Err(GatewayError::BadCredentials)
+}
+
+/// Starts the session and returns it with the `Set-Cookie` value.
+async fn start_session(
+    state: &AppState,
+    session: &Session,
+    ctx: &RequestCtx,
+    user: &User,
+    remember_me: bool,
+) -> Result<(GwSession, String), GatewayError> {
+    let headers = &session.req_header().headers;
+    let user_agent = headers.get(http::header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(512).collect()).unwrap_or_default();
+    let new = NewSession {
+        user_id: user.id.clone(),
+        method: SignInMethod::Password,
+        remember_me,
+        ip: ctx.client_ip,
+        user_agent,
+        client_hints: ClientHints::from_headers(headers),
+    };
+    let (s, token) = state.sessions.sign_in(new).await?;
+    tracing::info!(user.id = %user.id, session.id = %s.id, outcome = "success", "signed in");
+    let cookie = set_cookie_for(state, &s, &token);
+    Ok((s, cookie))
+}
+
+/// Remembered sessions get a cookie lasting until the session's absolute expiry; others a
+/// browser-session cookie.
+fn set_cookie_for(state: &AppState, s: &GwSession, token: &Token) -> String {
+    let max_age = s.remember_me.then(|| {
+        let left = (s.expires_at - state.sessions.now()).max(0);
+        Duration::from_millis(left as u64)
+    });
+    state.cookies.set_session(token, max_age)
+}
+
+/// POST /.dalea/signin (form: email, password, remember_me, rd, csrf_token)
+pub async fn form(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
+    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
+    body::require_content_type(session, body::FORM)?;
+    let fields = body::form(&body::read(session, state.config.server.max_form_bytes).await?);
+    let rd = redirect::safe_redirect(fields.get("rd").map(String::as_str));
+    let email = fields.get("email").map(|e| e.trim()).unwrap_or_default().to_string();
+
+    let cookies = session.req_header().headers.get_all(http::header::COOKIE);
+    let expected = state.cookies.csrf_value(cookies.iter().map(|v| v.as_bytes()));
+    let csrf_ok = match (expected, fields.get("csrf_token")) {
+        (Some(e), Some(given)) => crate::session::Secret::from(e).matches(given),
+        _ => false,
+    };
+    if !csrf_ok {
+        let msg = "This sign-in form had expired. Please sign in again.";
+        return Ok(render_form(state, session, 403, &rd, &email, Some(msg)));
+    }
+
+    let password = fields.get("password").cloned().unwrap_or_default();
+    let user = match check_credentials(state, &email, &password).await {
+        Ok(user) => user,
+        Err(err) => return Ok(render_form(state, session, err.status(), &rd, &email, Some(&err.to_string()))),
+    };
+    let remember_me = fields.get("remember_me").is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1"));
+    let (_, cookie) = start_session(state, session, ctx, &user, remember_me).await?;
+    Ok(Reply::see_other(&rd).header("set-cookie", cookie))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonSignin {
+    email: String,
+    password: String,
+    #[serde(default)]
+    remember_me: bool,
+}
+
+/// POST /.dalea/api/signin (JSON). 200 + Set-Cookie + `{"session":{…}}`; the token is only in
+/// the cookie, never in the body.
+pub async fn json(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
+    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
+    body::require_content_type(session, body::JSON)?;
+    let req: JsonSignin = body::json(&body::read(session, state.config.server.max_form_bytes).await?)?;
+    let user = check_credentials(state, &req.email, &req.password).await?;
+    let (s, cookie) = start_session(state, session, ctx, &user, req.remember_me).await?;
+    let view = SessionView::new(state, &s, s.last_active_at, s.last_ip, true);
+    let body = serde_json::to_vec(&serde_json::json!({ "session": view })).map_err(|_| GatewayError::Internal)?;
+    Ok(Reply::json(200, body).header("set-cookie", cookie))
+}
+
+/// POST /.dalea/signout: ends this session, clears the cookie, back to the sign-in page.
+pub async fn sign_out(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
+    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
+    let (identity, _) = authenticate::identify(state, session.req_header()).await?;
+    let clear = state.cookies.clear_session();
+    let Some(identity) = identity else {
+        return Ok(Reply::see_other(SIGNIN_PATH).header("set-cookie", clear));
+    };
+    let fields = if body::require_content_type(session, body::FORM).is_ok() {
+        body::form(&body::read(session, state.config.server.max_form_bytes).await?)
+    } else {
+        Default::default()
+    };
+    csrf::check_token(&identity.session.session.csrf, fields.get("csrf_token"))?;
+    state.sessions.sign_out(&identity.session.session.token_hash).await?;
+    tracing::info!(user.id = %identity.user_id, session.id = %identity.session.session.id, "signed out");
+    Ok(Reply::see_other(SIGNIN_PATH).header("set-cookie", clear))
+}

@@ -1,0 +1,72 @@
+//! Request → [`Decision`]: which credentials the request carries, whether they are alive, and
+//! whether they satisfy the route's access level. No I/O for a cached session.
+
+use pingora::http::RequestHeader;
+
+use super::ctx::Identity;
+use crate::config::Access;
+use crate::error::GatewayError;
+use crate::session::manager::Lookup;
+use crate::state::AppState;
+
+/// What happens to a request. Exhaustive, so nothing passes by accident.
+#[derive(Debug)]
+pub enum Decision {
+    /// Proxy it; with an identity when a session is present.
+    Allow(Option<Identity>),
+    /// No live session: sign-in redirect (browsers) or 401. `clear_cookie` when a dead
+    /// session cookie came with the request.
+    SignInRequired { clear_cookie: bool },
+    /// Refused with this error (e.g. 503 when the store is down; 403 for elevated routes
+    /// until elevation exists).
+    Deny(GatewayError),
+}
+
+/// Resolves the session cookie(s) of `req` to an identity, if any.
+pub async fn identify(state: &AppState, req: &RequestHeader) -> Result<(Option<Identity>, bool), GatewayError> {
+    let tokens = state.cookies.session_tokens(req.headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()));
+    if tokens.is_empty() {
+        return Ok((None, false));
+    }
+    match state.sessions.lookup(&tokens).await? {
+        Lookup::Found(cached) => {
+            // A session ends with the person it rests on: removed from the users file → gone.
+            let Some(user) = state.users.by_id(&cached.session.user_id) else {
+                state.sessions.sign_out(&cached.session.token_hash).await?;
+                return Ok((None, true));
+            };
+            Ok((Some(Identity { user_id: user.id.clone(), email: user.email.clone(), session: cached }), false))
+        }
+        Lookup::Missing { stale_cookie } => Ok((None, stale_cookie)),
+    }
+}
+
+/// The decision for a request to a route with `access`.
+pub async fn decide(state: &AppState, req: &RequestHeader, access: Access) -> Decision {
+    let identified = identify(state, req).await;
+    match (access, identified) {
+        // Public routes never fail because of the session store; they just go anonymous.
+        (Access::Public, Ok((identity, _))) => Decision::Allow(identity),
+        (Access::Public, Err(_)) => Decision::Allow(None),
+        (_, Err(e)) => Decision::Deny(e),
+        (_, Ok((None, stale))) => Decision::SignInRequired { clear_cookie: stale },
+        (Access::Session, Ok((Some(identity), _))) => Decision::Allow(Some(identity)),
+        (Access::Elevated, Ok((Some(_), _))) => Decision::Deny(GatewayError::Forbidden(
+            "This route needs an elevated session, which this gateway does not support yet.".into(),
+        )),
+    }
+}
+
+/// Whether the client is a browser navigating (GET/HEAD asking for HTML): those get redirects
+/// and pages, everything else gets JSON.
+pub fn is_browser_navigation(req: &RequestHeader) -> bool {
+    let method_ok = req.method == http::Method::GET || req.method == http::Method::HEAD;
+    method_ok && accepts_html(req)
+}
+
+pub fn accepts_html(req: &RequestHeader) -> bool {
+    req.headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .any(|v| v.as_bytes().windows(9).any(|w| w.eq_ignore_ascii_case(b"text/html")))
+}

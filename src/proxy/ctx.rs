@@ -1,0 +1,40 @@
+//! Per-request state carried from one proxy phase to the next.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::session::cache::CachedSession;
+
+/// Who a proxied request is from, as the upstream will be told.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user_id: String,
+    pub email: String,
+    pub session: Arc<CachedSession>,
+}
+
+impl Identity {
+    /// `X-Dalea-Auth-Strength`: `elevated:<method>` once a session was elevated, else `basic`.
+    pub fn auth_strength(&self) -> String {
+        match self.session.session.elevation {
+            Some(e) => format!("elevated:{}", e.method.as_str()),
+            None => "basic".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct RequestCtx {
+    /// The TCP peer.
+    pub peer_ip: Option<IpAddr>,
+    /// The client as far as trusted proxies let us see (`None` only for non-IP transports).
+    pub client_ip: Option<IpAddr>,
+    /// Whether the TCP peer is a trusted proxy (its `X-Forwarded-*` headers are kept).
+    pub peer_trusted: bool,
+    /// Index of the chosen upstream, once routed.
+    pub upstream: Option<usize>,
+    /// Identity for the upstream headers; None on public routes without a session.
+    pub identity: Option<Identity>,
+    /// The request carried a dead session cookie: clear it on the way back.
+    pub clear_cookie: bool,
+}

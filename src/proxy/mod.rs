@@ -1,0 +1,142 @@
+//! The request flow, top to bottom. Each pingora phase is a few calls into the modules beside
+//! this one:
+//!
+//! ```text
+//! request_filter           1. client info: peer + trusted X-Forwarded-For → client IP
+//!                          2. /.dalea/*  → built-in pages and JSON API, answered here
+//!                          3. route lookup → access level (unknown → 404, dot segments → 400)
+//!                          4. authenticate → Decision (cookie → token hash → cache → store)
+//!                          5. Allow → record activity (memory only) and continue;
+//!                             otherwise redirect to sign-in / 401 / 403 / 503
+//! upstream_peer            the route's upstream (resolved at start-up)
+//! upstream_request_filter  strip client X-Dalea-* and our cookies; add identity + X-Forwarded-*
+//! response_filter          drop an upstream Set-Cookie for our cookie; clear a dead cookie
+//! ```
+
+pub mod authenticate;
+pub mod ctx;
+pub mod respond;
+pub mod routes;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{ProxyHttp, Session};
+
+use crate::error::GatewayError;
+use crate::pages;
+use crate::state::AppState;
+use authenticate::Decision;
+use ctx::RequestCtx;
+use respond::Reply;
+
+/// How long an idle keep-alive client connection is kept open.
+const KEEPALIVE_SECS: u64 = 75;
+
+/// The gateway's [`ProxyHttp`] implementation.
+pub struct Gateway {
+    pub state: Arc<AppState>,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+        session.set_keepalive(Some(KEEPALIVE_SECS));
+        self.resolve_client(session, ctx);
+
+        if pages::is_builtin(session.req_header().uri.path()) {
+            return pages::handle(&self.state, session, ctx).await;
+        }
+
+        let req = session.req_header();
+        let host = routes::request_host(req);
+        let route = match self.state.routes.lookup(host.as_deref(), req.uri.path()) {
+            Ok(Some(route)) => route.clone(),
+            Ok(None) => return self.refuse(session, &GatewayError::NotFound).await,
+            Err(routes::BadPath) => {
+                let err = GatewayError::BadRequest("The path contains '.' or '..' segments.".into());
+                return self.refuse(session, &err).await;
+            }
+        };
+
+        match authenticate::decide(&self.state, session.req_header(), route.access).await {
+            Decision::Allow(identity) => {
+                if let Some(id) = &identity {
+                    self.state.sessions.touch(&id.session, ctx.client_ip);
+                }
+                ctx.identity = identity;
+                ctx.upstream = Some(route.upstream);
+                Ok(false)
+            }
+            Decision::SignInRequired { clear_cookie } => self.sign_in_required(session, clear_cookie).await,
+            Decision::Deny(err) => self.refuse(session, &err).await,
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
+        let upstream = ctx
+            .upstream
+            .and_then(|i| self.state.routes.upstreams.get(i))
+            .ok_or_else(|| pingora::Error::new_str("request reached upstream_peer without a route"))?;
+        let mut peer = HttpPeer::new(upstream.addr, false, String::new());
+        peer.options.connection_timeout = Some(upstream.connect_timeout);
+        peer.options.read_timeout = Some(upstream.read_timeout);
+        peer.options.write_timeout = Some(upstream.read_timeout);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        upstream::rewrite_request(req, ctx, &self.state.cookies)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        upstream::rewrite_response(resp, ctx, &self.state.cookies)
+    }
+}
+
+impl Gateway {
+    fn resolve_client(&self, session: &Session, ctx: &mut RequestCtx) {
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let xff = session.req_header().headers.get_all("x-forwarded-for");
+        ctx.peer_ip = peer;
+        ctx.peer_trusted = peer.is_some_and(|p| self.state.client_info.is_trusted(p));
+        ctx.client_ip = self.state.client_info.client_ip(peer, xff.iter().map(|v| v.as_bytes()));
+    }
+
+    /// No live session: browsers are sent to sign in and come back; everyone else gets 401.
+    async fn sign_in_required(&self, session: &mut Session, clear_cookie: bool) -> pingora::Result<bool> {
+        let req = session.req_header();
+        let target = pages::signin_url(req.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/"));
+        let reply = if authenticate::is_browser_navigation(req) {
+            Reply::see_other(&target)
+        } else {
+            Reply::error(&GatewayError::SignInRequired, None, Some(("signin_url", &target)))
+        };
+        let reply = if clear_cookie { reply.header("set-cookie", self.state.cookies.clear_session()) } else { reply };
+        reply.send(session).await
+    }
+
+    async fn refuse(&self, session: &mut Session, err: &GatewayError) -> pingora::Result<bool> {
+        let page = authenticate::accepts_html(session.req_header()).then(|| self.state.templates.error_page(err));
+        Reply::error(err, page, None).send(session).await
+    }
+}

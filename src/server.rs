@@ -1,0 +1,117 @@
+//! Assembles the pingora server from a [`Config`]: the proxy listener, the admin listener
+//! (`/healthz`, `/readyz`), the whoami demo upstream and the background services (activity
+//! flusher, expiry sweeper). `main` and the integration tests both start the gateway here.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use pingora::proxy::http_proxy_service;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::clock::Clock;
+use crate::config::{Config, UpstreamTarget};
+use crate::proxy::Gateway;
+use crate::session::activity::ActivityFlusher;
+use crate::session::sweeper::ExpirySweeper;
+use crate::session::Token;
+use crate::state::AppState;
+use crate::whoami::Whoami;
+
+/// A built, not yet running gateway.
+pub struct Built {
+    pub server: Server,
+    pub state: Arc<AppState>,
+}
+
+/// Builds every service. Fails (with a message naming the problem) if the store, users file,
+/// GeoIP database or templates cannot be loaded.
+pub fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Built> {
+    let whoami = if config.upstreams.iter().any(|u| u.target == UpstreamTarget::Whoami) {
+        Some(Whoami::bind()?)
+    } else {
+        None
+    };
+    let state = AppState::build(config, clock.clone(), whoami.as_ref().map(|w| w.addr))?;
+    let cfg = &state.config;
+
+    let mut conf = ServerConf::default();
+    conf.threads = cfg.server.threads;
+    conf.grace_period_seconds = Some(cfg.server.shutdown_grace_period.as_secs());
+    conf.graceful_shutdown_timeout_seconds = Some(1);
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = http_proxy_service(&server.configuration, Gateway { state: state.clone() });
+    proxy.add_tcp(&cfg.server.listen.to_string());
+    server.add_service(proxy);
+
+    let mut admin = Service::new("admin".to_string(), AdminApp { state: state.clone() });
+    admin.add_tcp(&cfg.server.admin_listen.to_string());
+    server.add_service(admin);
+
+    if let Some(whoami) = whoami {
+        server.add_service(background_service("whoami", whoami));
+    }
+    server.add_service(background_service(
+        "activity",
+        ActivityFlusher {
+            buffer: state.sessions.activity.clone(),
+            store: state.sessions.store.clone(),
+            interval: cfg.session.activity_flush_interval,
+            grace_period: cfg.server.shutdown_grace_period,
+        },
+    ));
+    server.add_service(background_service(
+        "sweeper",
+        ExpirySweeper {
+            store: state.sessions.store.clone(),
+            cache: state.sessions.cache.clone(),
+            clock,
+            idle_timeout: state.sessions.idle_timeout,
+            interval: cfg.session.sweep_interval,
+        },
+    ));
+    Ok(Built { server, state })
+}
+
+/// The admin listener: `/healthz` (the process answers) and `/readyz` (the store answers).
+struct AdminApp {
+    state: Arc<AppState>,
+}
+
+fn text(status: u16, body: &str) -> Response<Vec<u8>> {
+    let body = body.as_bytes().to_vec();
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .header("content-length", body.len())
+        .header("cache-control", "no-store")
+        .body(body)
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        match session.req_header().uri.path() {
+            "/healthz" => text(200, "ok\n"),
+            "/readyz" => {
+                // A lookup of a random token exercises the store end to end.
+                match self.state.sessions.store.get(&Token::generate().hash()).await {
+                    Ok(_) => text(200, "ready\n"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "readiness check failed");
+                        text(503, "session store unavailable\n")
+                    }
+                }
+            }
+            _ => text(404, "not found\n"),
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Last-active time and client IP: recorded in memory on every request (no I/O on the hot
+//! path) and written to the store in batches by [`ActivityFlusher`], at most one flush
+//! interval behind. SIGTERM keeps flushing through the grace period, then flushes once more.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use super::store::{Activity, SessionStore};
+use super::TokenHash;
+use crate::clock::Millis;
+
+/// Pending activity, one entry per session (later requests overwrite earlier ones).
+#[derive(Debug)]
+pub struct ActivityBuffer {
+    pending: DashMap<TokenHash, (Millis, Option<IpAddr>)>,
+    /// Upper bound on pending entries if the store is down for long: beyond it the oldest
+    /// information is simply not recorded (sessions still work; only last-active lags).
+    max_pending: usize,
+}
+
+impl ActivityBuffer {
+    pub fn new(max_pending: usize) -> Self {
+        ActivityBuffer { pending: DashMap::new(), max_pending }
+    }
+
+    pub fn record(&self, hash: TokenHash, at: Millis, ip: Option<IpAddr>) {
+        if self.pending.len() >= self.max_pending && !self.pending.contains_key(&hash) {
+            return;
+        }
+        self.pending.insert(hash, (at, ip));
+    }
+
+    /// Activity not yet written, for showing fresh data on the sessions page.
+    pub fn pending(&self, hash: &TokenHash) -> Option<Activity> {
+        self.pending.get(hash).map(|e| Activity { token_hash: *hash, at: e.0, ip: e.1 })
+    }
+
+    /// Forgets a session's pending activity (it was revoked).
+    pub fn forget(&self, hash: &TokenHash) {
+        self.pending.remove(hash);
+    }
+
+    pub fn take_all(&self) -> Vec<Activity> {
+        let keys: Vec<TokenHash> = self.pending.iter().map(|e| *e.key()).collect();
+        keys.into_iter()
+            .filter_map(|k| self.pending.remove(&k))
+            .map(|(token_hash, (at, ip))| Activity { token_hash, at, ip })
+            .collect()
+    }
+
+    /// Puts back a batch the store refused, unless newer activity arrived meanwhile.
+    fn restore(&self, batch: Vec<Activity>) {
+        for a in batch {
+            if self.pending.len() >= self.max_pending {
+                break;
+            }
+            self.pending.entry(a.token_hash).or_insert((a.at, a.ip));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// Background service writing the buffer to the store every `interval`.
+pub struct ActivityFlusher {
+    pub buffer: Arc<ActivityBuffer>,
+    pub store: Arc<dyn SessionStore>,
+    pub interval: Duration,
+    /// How long requests may still run after SIGTERM (the server's grace period).
+    pub grace_period: Duration,
+}
+
+impl ActivityFlusher {
+    /// Writes everything pending. On failure the batch goes back into the buffer.
+    pub async fn flush(&self) {
+        let batch = self.buffer.take_all();
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.record_activity(&batch).await {
+            tracing::warn!(error = %e, sessions = batch.len(), "activity flush failed; will retry");
+            self.buffer.restore(batch);
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ActivityFlusher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => self.flush().await,
+            }
+        }
+        // Requests still finishing during the grace period keep recording activity.
+        let deadline = tokio::time::Instant::now() + self.grace_period;
+        while tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tick.tick() => self.flush().await,
+            }
+        }
+        self.flush().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::Token;
+
+    #[test]
+    fn later_activity_overwrites_and_take_all_empties() {
+        let buf = ActivityBuffer::new(10);
+        let h = Token::generate().hash();
+        buf.record(h, 1, None);
+        buf.record(h, 2, Some(IpAddr::from([10, 0, 0, 1])));
+        assert_eq!(buf.pending(&h).map(|a| a.at), Some(2));
+        let all = buf.take_all();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].ip, Some(IpAddr::from([10, 0, 0, 1])));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn the_buffer_is_bounded() {
+        let buf = ActivityBuffer::new(3);
+        for i in 0..10 {
+            buf.record(Token::generate().hash(), i, None);
+        }
+        assert_eq!(buf.len(), 3);
+    }
+
+    #[test]
+    fn restore_keeps_newer_activity() {
+        let buf = ActivityBuffer::new(10);
+        let h = Token::generate().hash();
+        buf.record(h, 1, None);
+        let batch = buf.take_all();
+        buf.record(h, 5, None);
+        buf.restore(batch);
+        assert_eq!(buf.pending(&h).map(|a| a.at), Some(5));
+    }
+}

@@ -1,0 +1,131 @@
+//! The in-memory session cache in front of the store: token hash → session, bounded. A
+//! cached session is checked without any I/O; revocation removes it here at once.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use super::{PublicId, Session, TokenHash};
+use crate::clock::Millis;
+
+/// A cached session plus its freshest activity time (newer than the stored one between flushes).
+#[derive(Debug)]
+pub struct CachedSession {
+    pub session: Session,
+    last_active: AtomicI64,
+}
+
+impl CachedSession {
+    pub fn last_active(&self) -> Millis {
+        self.last_active.load(Ordering::Relaxed)
+    }
+
+    /// Moves last-active forward (never backwards).
+    pub fn touch(&self, at: Millis) {
+        self.last_active.fetch_max(at, Ordering::Relaxed);
+    }
+}
+
+/// Bounded map of live sessions. When full, an arbitrary eighth is dropped: they are only
+/// cached copies, so the next request for them reads through to the store.
+#[derive(Debug)]
+pub struct SessionCache {
+    map: DashMap<TokenHash, Arc<CachedSession>>,
+    capacity: usize,
+}
+
+impl SessionCache {
+    pub fn new(capacity: usize) -> Self {
+        SessionCache { map: DashMap::new(), capacity: capacity.max(8) }
+    }
+
+    pub fn get(&self, hash: &TokenHash) -> Option<Arc<CachedSession>> {
+        self.map.get(hash).map(|e| e.value().clone())
+    }
+
+    pub fn insert(&self, session: Session) -> Arc<CachedSession> {
+        if self.map.len() >= self.capacity {
+            self.evict_some();
+        }
+        let entry = Arc::new(CachedSession { last_active: AtomicI64::new(session.last_active_at), session });
+        self.map.insert(entry.session.token_hash, entry.clone());
+        entry
+    }
+
+    pub fn remove(&self, hash: &TokenHash) {
+        self.map.remove(hash);
+    }
+
+    /// Drops one person's session by public id (used when only the id is known).
+    pub fn remove_by_id(&self, user_id: &str, id: &PublicId) {
+        self.map.retain(|_, v| !(v.session.user_id == user_id && &v.session.id == id));
+    }
+
+    /// Keeps only the entries `keep` approves (the sweeper drops expired ones).
+    pub fn retain(&self, keep: impl Fn(&CachedSession) -> bool) {
+        self.map.retain(|_, v| keep(v));
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    fn evict_some(&self) {
+        let victims: Vec<TokenHash> = self.map.iter().take(self.capacity / 8 + 1).map(|e| *e.key()).collect();
+        for v in victims {
+            self.map.remove(&v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client_info::ClientHints;
+    use crate::session::{NewSession, SignInMethod};
+
+    fn session() -> Session {
+        let new = NewSession {
+            user_id: "u".into(),
+            method: SignInMethod::Password,
+            remember_me: false,
+            ip: None,
+            user_agent: String::new(),
+            client_hints: ClientHints::default(),
+        };
+        Session::start(new, 1_000, 10_000).0
+    }
+
+    #[test]
+    fn touch_only_moves_forward() {
+        let cache = SessionCache::new(16);
+        let e = cache.insert(session());
+        e.touch(5_000);
+        e.touch(3_000);
+        assert_eq!(e.last_active(), 5_000);
+    }
+
+    #[test]
+    fn stays_within_capacity() {
+        let cache = SessionCache::new(16);
+        for _ in 0..100 {
+            cache.insert(session());
+        }
+        assert!(cache.len() <= 16, "{}", cache.len());
+    }
+
+    #[test]
+    fn remove_by_id_drops_only_that_session() {
+        let cache = SessionCache::new(16);
+        let a = cache.insert(session());
+        let b = cache.insert(session());
+        cache.remove_by_id("u", &a.session.id);
+        assert!(cache.get(&a.session.token_hash).is_none());
+        assert!(cache.get(&b.session.token_hash).is_some());
+    }
+}

@@ -1,0 +1,191 @@
+//! The one place cookie attributes are decided: the session cookie and the sign-in form's
+//! CSRF cookie are set, read and cleared here, with `HttpOnly; SameSite=Lax; Path=/` and, outside
+//! plain-HTTP development, `Secure` and the `__Host-` prefix.
+
+use std::time::Duration;
+
+use super::Token;
+
+const CSRF_COOKIE: &str = "dalea_csrf";
+/// How long a sign-in form's CSRF cookie lives.
+const CSRF_MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// Cookie names and attributes, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct CookieJar {
+    session_name: String,
+    csrf_name: String,
+    secure: bool,
+}
+
+impl CookieJar {
+    /// `secure = false` only for plain-HTTP development: no `Secure`, no `__Host-` prefix.
+    pub fn new(cookie_name: &str, secure: bool) -> Self {
+        let prefix = if secure { "__Host-" } else { "" };
+        CookieJar {
+            session_name: format!("{prefix}{cookie_name}"),
+            csrf_name: format!("{prefix}{CSRF_COOKIE}"),
+            secure,
+        }
+    }
+
+    pub fn session_name(&self) -> &str {
+        &self.session_name
+    }
+
+    fn build(&self, name: &str, value: &str, max_age: Option<Duration>) -> String {
+        // __Host- requires Secure, Path=/ and no Domain; we always send the same attributes so
+        // that clearing a cookie always matches the one that was set.
+        let mut out = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+        if self.secure {
+            out.push_str("; Secure");
+        }
+        if let Some(age) = max_age {
+            out.push_str(&format!("; Max-Age={}", age.as_secs()));
+        }
+        out
+    }
+
+    /// `Set-Cookie` for a new session. `max_age` None = a browser-session cookie (not
+    /// remembered); otherwise the time left until the session's absolute expiry.
+    pub fn set_session(&self, token: &Token, max_age: Option<Duration>) -> String {
+        self.build(&self.session_name, token.as_str(), max_age)
+    }
+
+    /// `Set-Cookie` that deletes the session cookie (same name and attributes, Max-Age=0).
+    pub fn clear_session(&self) -> String {
+        self.build(&self.session_name, "", Some(Duration::ZERO))
+    }
+
+    pub fn set_csrf(&self, value: &str) -> String {
+        self.build(&self.csrf_name, value, Some(CSRF_MAX_AGE))
+    }
+
+    /// Every session token candidate in the request's `Cookie` headers, in order. Several can
+    /// appear (duplicates from old paths or other apps); the caller tries each, so a stale
+    /// duplicate never causes an error or a loop. Values of the wrong shape are skipped.
+    pub fn session_tokens<'a>(&self, cookie_headers: impl Iterator<Item = &'a [u8]>) -> Vec<Token> {
+        let mut out = Vec::new();
+        for (name, value) in cookie_pairs(cookie_headers) {
+            if name == self.session_name.as_bytes() {
+                if let Some(t) = std::str::from_utf8(value).ok().and_then(Token::parse) {
+                    if out.len() < 4 && !out.contains(&t) {
+                        out.push(t);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The sign-in form's CSRF cookie value, if present and well-formed.
+    pub fn csrf_value<'a>(&self, cookie_headers: impl Iterator<Item = &'a [u8]>) -> Option<String> {
+        cookie_pairs(cookie_headers)
+            .filter(|(name, _)| *name == self.csrf_name.as_bytes())
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+            .find(|v| v.len() == 43 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+            .map(str::to_string)
+    }
+
+    /// The `Cookie` header to send upstream: every cookie except ours, joined into one header
+    /// (HTTP/2 clients may split cookies over several fields). None when nothing is left.
+    pub fn strip_ours<'a>(&self, cookie_headers: impl Iterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
+        let mut out: Vec<u8> = Vec::new();
+        for header in cookie_headers {
+            for part in header.split(|&b| b == b';') {
+                let part = part.trim_ascii();
+                if part.is_empty() {
+                    continue;
+                }
+                let name = part.split(|&b| b == b'=').next().unwrap_or_default().trim_ascii();
+                if name == self.session_name.as_bytes() || name == self.csrf_name.as_bytes() {
+                    continue;
+                }
+                if !out.is_empty() {
+                    out.extend_from_slice(b"; ");
+                }
+                out.extend_from_slice(part);
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// True when an upstream's `Set-Cookie` would overwrite one of our cookies.
+    pub fn is_ours(&self, set_cookie: &[u8]) -> bool {
+        let name = set_cookie.split(|&b| b == b'=').next().unwrap_or_default().trim_ascii();
+        name == self.session_name.as_bytes() || name == self.csrf_name.as_bytes()
+    }
+}
+
+/// `name=value` pairs of `Cookie` headers, as bytes (non-UTF-8 input is tolerated).
+fn cookie_pairs<'a>(headers: impl Iterator<Item = &'a [u8]>) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+    headers.flat_map(|h| h.split(|&b| b == b';')).filter_map(|part| {
+        let part = part.trim_ascii();
+        let eq = part.iter().position(|&b| b == b'=')?;
+        let value = part[eq + 1..].trim_ascii();
+        let value = value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(value);
+        Some((part[..eq].trim_ascii(), value))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secure_cookies_use_the_host_prefix_and_all_attributes() {
+        let jar = CookieJar::new("dalea_session", true);
+        let t = Token::generate();
+        let set = jar.set_session(&t, Some(Duration::from_secs(60)));
+        assert!(set.starts_with(&format!("__Host-dalea_session={}", t.as_str())));
+        for attr in ["Path=/", "HttpOnly", "SameSite=Lax", "Secure", "Max-Age=60"] {
+            assert!(set.contains(attr), "{set} lacks {attr}");
+        }
+        assert!(!set.contains("Domain"));
+    }
+
+    #[test]
+    fn clearing_repeats_the_attributes_it_was_set_with() {
+        let jar = CookieJar::new("s", true);
+        assert_eq!(jar.clear_session(), "__Host-s=; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=0");
+        let dev = CookieJar::new("s", false);
+        assert_eq!(dev.clear_session(), "s=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
+    }
+
+    #[test]
+    fn finds_every_well_formed_duplicate_and_skips_garbage() {
+        let jar = CookieJar::new("s", false);
+        let a = Token::generate();
+        let b = Token::generate();
+        let h1 = format!("other=1; s=garbage; s={}", a.as_str());
+        let h2 = format!("s=\"{}\"; s={}", b.as_str(), a.as_str());
+        let found = jar.session_tokens([h1.as_bytes(), h2.as_bytes()].into_iter());
+        assert_eq!(found.iter().map(|t| t.hash()).collect::<Vec<_>>(), vec![a.hash(), b.hash()]);
+    }
+
+    #[test]
+    fn non_utf8_and_malformed_cookie_headers_are_tolerated() {
+        let jar = CookieJar::new("s", false);
+        let raw: &[u8] = b"\xff\xfe=\x80; ;;=; s; s=";
+        assert!(jar.session_tokens([raw].into_iter()).is_empty());
+        assert_eq!(jar.strip_ours([raw].into_iter()), Some(b"\xff\xfe=\x80; =".to_vec()));
+    }
+
+    #[test]
+    fn strip_ours_keeps_other_cookies_in_one_header() {
+        let jar = CookieJar::new("s", true);
+        let t = Token::generate();
+        let h1 = format!("a=1; __Host-s={}", t.as_str());
+        let h2 = "__Host-dalea_csrf=x; b=2".to_string();
+        let out = jar.strip_ours([h1.as_bytes(), h2.as_bytes()].into_iter());
+        assert_eq!(out.as_deref(), Some(b"a=1; b=2".as_slice()));
+        assert_eq!(jar.strip_ours([format!("__Host-s={}", t.as_str()).as_bytes()].into_iter()), None);
+    }
+
+    #[test]
+    fn recognises_upstream_set_cookie_for_our_name() {
+        let jar = CookieJar::new("s", true);
+        assert!(jar.is_ours(b"__Host-s=evil; Path=/"));
+        assert!(!jar.is_ours(b"s=fine; Path=/"));
+    }
+}

@@ -1,0 +1,153 @@
+//! Session operations the proxy and the pages share: look a cookie up (cache, then store),
+//! sign in, record activity, list one person's sessions, revoke and sign out.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::activity::ActivityBuffer;
+use super::cache::{CachedSession, SessionCache};
+use super::store::{SessionStore, StoreError};
+use super::{Liveness, NewSession, PublicId, Session, Token, TokenHash};
+use crate::clock::{Clock, Millis};
+
+/// What a request's cookies resolved to.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A live session.
+    Found(Arc<CachedSession>),
+    /// No live session. `stale_cookie`: the request carried a session cookie that is revoked,
+    /// expired or unknown, so the response should clear it.
+    Missing { stale_cookie: bool },
+}
+
+/// Result of revoking a session from the sessions list.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Revoke {
+    Revoked,
+    /// It is the caller's own session: that is what Sign out is for.
+    IsCurrent,
+    /// Not one of the caller's sessions (or already gone).
+    NotFound,
+}
+
+/// A session as the sessions page shows it: the record with its freshest activity.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub session: Session,
+    pub last_active_at: Millis,
+    pub last_ip: Option<IpAddr>,
+}
+
+pub struct SessionManager {
+    pub store: Arc<dyn SessionStore>,
+    pub cache: Arc<SessionCache>,
+    pub activity: Arc<ActivityBuffer>,
+    pub clock: Arc<dyn Clock>,
+    pub idle_timeout: Millis,
+    pub absolute_timeout: Millis,
+}
+
+impl SessionManager {
+    pub fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    /// Resolves the request's session tokens (several if the browser sent duplicates): the
+    /// first live one wins. Expired sessions found on the way are deleted.
+    pub async fn lookup(&self, tokens: &[Token]) -> Result<Lookup, StoreError> {
+        let now = self.now();
+        for token in tokens {
+            let hash = token.hash();
+            if let Some(cached) = self.cache.get(&hash) {
+                if cached.session.liveness(cached.last_active(), now, self.idle_timeout) == Liveness::Alive {
+                    return Ok(Lookup::Found(cached));
+                }
+                self.expire(&hash).await;
+                continue;
+            }
+            let Some(session) = self.store.get(&hash).await? else { continue };
+            let pending = self.activity.pending(&hash).map_or(0, |a| a.at);
+            if session.liveness(pending, now, self.idle_timeout) == Liveness::Alive {
+                let cached = self.cache.insert(session);
+                cached.touch(pending);
+                return Ok(Lookup::Found(cached));
+            }
+            self.expire(&hash).await;
+        }
+        Ok(Lookup::Missing { stale_cookie: !tokens.is_empty() })
+    }
+
+    async fn expire(&self, hash: &TokenHash) {
+        self.cache.remove(hash);
+        self.activity.forget(hash);
+        // Best effort: the sweeper removes it later if the store is unavailable now.
+        if let Err(e) = self.store.remove(hash).await {
+            tracing::debug!(error = %e, "could not delete an expired session yet");
+        }
+    }
+
+    /// Records a request's activity in memory (flushed to the store in the background).
+    pub fn touch(&self, cached: &CachedSession, ip: Option<IpAddr>) {
+        let now = self.now();
+        cached.touch(now);
+        self.activity.record(cached.session.token_hash, now, ip);
+    }
+
+    /// Starts a session: always a fresh token. Returns the session and its cookie token.
+    pub async fn sign_in(&self, new: NewSession) -> Result<(Session, Token), StoreError> {
+        let (session, token) = Session::start(new, self.now(), self.absolute_timeout);
+        self.store.insert(&session).await?;
+        self.cache.insert(session.clone());
+        Ok((session, token))
+    }
+
+    /// Ends the caller's own session (Sign out).
+    pub async fn sign_out(&self, hash: &TokenHash) -> Result<(), StoreError> {
+        self.store.remove(hash).await?;
+        self.cache.remove(hash);
+        self.activity.forget(hash);
+        Ok(())
+    }
+
+    /// Revokes one of `user_id`'s sessions by public id; returns once the record is gone.
+    pub async fn revoke(&self, user_id: &str, id: &PublicId, current: &PublicId) -> Result<Revoke, StoreError> {
+        if id == current {
+            return Ok(Revoke::IsCurrent);
+        }
+        let Some(session) = self.store.find_for_user(user_id, id).await? else {
+            return Ok(Revoke::NotFound);
+        };
+        self.store.remove(&session.token_hash).await?;
+        self.cache.remove(&session.token_hash);
+        self.activity.forget(&session.token_hash);
+        tracing::info!(user.id = %user_id, session.id = %id, "session revoked");
+        Ok(Revoke::Revoked)
+    }
+
+    /// One person's live sessions, most recently active first, with unflushed activity applied.
+    pub async fn list(&self, user_id: &str) -> Result<Vec<Listed>, StoreError> {
+        let now = self.now();
+        let mut out: Vec<Listed> = self
+            .store
+            .list_for_user(user_id)
+            .await?
+            .into_iter()
+            .map(|session| {
+                let hash = session.token_hash;
+                let mut listed =
+                    Listed { last_active_at: session.last_active_at, last_ip: session.last_ip, session };
+                if let Some(p) = self.activity.pending(&hash) {
+                    listed.last_active_at = listed.last_active_at.max(p.at);
+                    listed.last_ip = p.ip.or(listed.last_ip);
+                }
+                if let Some(c) = self.cache.get(&hash) {
+                    listed.last_active_at = listed.last_active_at.max(c.last_active());
+                }
+                listed
+            })
+            .filter(|l| l.session.liveness(l.last_active_at, now, self.idle_timeout) == Liveness::Alive)
+            .collect();
+        out.sort_by(|a, b| b.last_active_at.cmp(&a.last_active_at).then(b.session.created_at.cmp(&a.session.created_at)));
+        Ok(out)
+    }
+}

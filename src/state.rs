@@ -1,0 +1,71 @@
+//! `AppState`: everything shared by the proxy, the built-in pages and the background
+//! services, built once at start-up and handed around as one `Arc`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::auth::password::PasswordVerifierPool;
+use crate::auth::UserDirectory;
+use crate::client_info::ClientInfoResolver;
+use crate::clock::{millis, Clock};
+use crate::config::{Config, StoreKind};
+use crate::pages::templates::Templates;
+use crate::proxy::routes::RouteTable;
+use crate::session::activity::ActivityBuffer;
+use crate::session::cache::SessionCache;
+use crate::session::cookie::CookieJar;
+use crate::session::embedded::EmbeddedStore;
+use crate::session::manager::SessionManager;
+use crate::session::store::SessionStore;
+
+/// How many sessions the in-memory cache holds before it drops some (they are re-read from the
+/// store on their next request).
+const CACHE_CAPACITY: usize = 100_000;
+/// How many sessions' unflushed activity is kept while the store is unavailable.
+const MAX_PENDING_ACTIVITY: usize = 200_000;
+
+pub struct AppState {
+    pub config: Config,
+    pub sessions: SessionManager,
+    pub users: UserDirectory,
+    pub passwords: PasswordVerifierPool,
+    pub client_info: ClientInfoResolver,
+    pub cookies: CookieJar,
+    pub routes: RouteTable,
+    pub templates: Templates,
+}
+
+impl AppState {
+    /// Opens the store, loads users, GeoIP and templates. `whoami` is the address of the
+    /// built-in demo upstream when the config uses it.
+    pub fn build(config: Config, clock: Arc<dyn Clock>, whoami: Option<SocketAddr>) -> anyhow::Result<Arc<Self>> {
+        let store: Arc<dyn SessionStore> = match config.store.kind {
+            StoreKind::Embedded => Arc::new(EmbeddedStore::open(&config.store.path)?),
+        };
+        let users = UserDirectory::load(&config.users.file).map_err(anyhow::Error::msg)?;
+        let client_info = ClientInfoResolver::new(
+            config.client_info.trusted_proxies.clone(),
+            config.client_info.geoip_database.as_deref(),
+        )?;
+        let routes = RouteTable::new(&config, whoami).map_err(anyhow::Error::msg)?;
+        let sessions = SessionManager {
+            store,
+            cache: Arc::new(SessionCache::new(CACHE_CAPACITY)),
+            activity: Arc::new(ActivityBuffer::new(MAX_PENDING_ACTIVITY)),
+            clock,
+            idle_timeout: millis(config.session.idle_timeout),
+            absolute_timeout: millis(config.session.absolute_timeout),
+        };
+        let cookies = CookieJar::new(&config.session.cookie_name, config.session.cookie_secure);
+        Ok(Arc::new(AppState {
+            sessions,
+            users,
+            passwords: PasswordVerifierPool::new(4),
+            client_info,
+            cookies,
+            routes,
+            templates: Templates::new()?,
+            config,
+        }))
+    }
+}
