@@ -22,6 +22,8 @@ const UNKNOWN_BROWSER: &str = "Unknown browser";
 const UNKNOWN_OS: &str = "Unknown OS";
 /// Longer User-Agents are cut here before parsing (real ones are a few hundred bytes).
 const MAX_UA_LEN: usize = 1024;
+/// Browser and OS names are cut here (uap fills some from the UA itself).
+const MAX_NAME_LEN: usize = 64;
 
 /// Browser/OS labels for the sessions page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -73,7 +75,10 @@ impl UaRules {
     #[cfg(test)]
     pub(super) fn raw(&self, ua: &str) -> (Option<user_agent::Value>, Option<os::Value>) {
         let ua = truncate(ua);
-        (self.ua.extract(ua).map(|v| v.into_owned()), self.os.extract(ua).map(|v| v.into_owned()))
+        (
+            self.ua.extract(ua).map(|v| v.into_owned()),
+            self.os.extract(ua).map(|v| v.into_owned()),
+        )
     }
 
     pub(super) fn describe(&self, user_agent: &str, hints: &ClientHints) -> Device {
@@ -87,19 +92,29 @@ impl UaRules {
             _ => UNKNOWN_OS.to_owned(),
         };
         let device = format!("{browser} on {os}");
-        Device { browser, browser_version, os, device }
+        Device {
+            browser,
+            browser_version,
+            os,
+            device,
+        }
     }
 }
 
 fn truncate(ua: &str) -> &str {
-    if ua.len() <= MAX_UA_LEN {
-        return ua;
+    cut(ua, MAX_UA_LEN)
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
     }
-    let mut end = MAX_UA_LEN;
-    while !ua.is_char_boundary(end) {
+    let mut end = max;
+    while !s.is_char_boundary(end) {
         end -= 1;
     }
-    &ua[..end]
+    &s[..end]
 }
 
 fn is_known(family: &str) -> bool {
@@ -111,7 +126,8 @@ fn clean(v: Option<&str>) -> Option<String> {
     let v = v?.trim();
     let ok = !v.is_empty()
         && v.len() <= 16
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == ' ');
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == ' ');
     ok.then(|| v.to_owned())
 }
 
@@ -125,7 +141,7 @@ fn browser_name(family: &str, hints: &ClientHints) -> String {
         "Firefox Mobile" | "Firefox iOS" => "Firefox",
         "Edge Mobile" => "Edge",
         "Opera Mobile" => "Opera",
-        other => other,
+        other => cut(other.trim(), MAX_NAME_LEN),
     };
     // Brave sends Chrome's UA; only its client hints name it.
     if name == "Chrome" && hints.has_brand("Brave") {
@@ -141,7 +157,7 @@ fn os_label(o: &os::ValueRef<'_>, ua: &str, hints: &ClientHints) -> String {
     let name = match family {
         "Mac OS X" => "macOS",
         "Chrome OS" => "ChromeOS",
-        other => other,
+        other => cut(other.trim(), MAX_NAME_LEN),
     };
     if let Some(refined) = refine_from_hints(family, hints) {
         return refined;
@@ -184,7 +200,12 @@ fn ios_version(major: Option<&str>, minor: Option<&str>, ua: &str) -> Option<Str
     let major_n: u32 = major?.parse().ok()?;
     let frozen = match safari_version(ua) {
         Some(safari) => safari >= 26,
-        None => major_n == 18 && minor.and_then(|m| m.parse::<u32>().ok()).is_some_and(|m| m >= 6),
+        None => {
+            major_n == 18
+                && minor
+                    .and_then(|m| m.parse::<u32>().ok())
+                    .is_some_and(|m| m >= 6)
+        }
     };
     (!frozen).then(|| major_n.to_string())
 }
@@ -192,7 +213,9 @@ fn ios_version(major: Option<&str>, minor: Option<&str>, ua: &str) -> Option<Str
 /// The major of the `Version/NN` token WebKit browsers send.
 fn safari_version(ua: &str) -> Option<u32> {
     let rest = &ua[ua.find("Version/")? + "Version/".len()..];
-    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
 
@@ -238,7 +261,8 @@ fn refine_from_hints(ua_family: &str, hints: &ClientHints) -> Option<String> {
 fn parse_version(v: &str) -> Option<(u32, u32)> {
     let mut parts = v.trim().split('.');
     let num = |p: &str| -> Option<u32> {
-        (!p.is_empty() && p.len() <= 6 && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse().ok())?
+        (!p.is_empty() && p.len() <= 6 && p.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| p.parse().ok())?
     };
     let major = num(parts.next()?)?;
     let minor = match parts.next() {
@@ -246,4 +270,33 @@ fn parse_version(v: &str) -> Option<(u32, u32)> {
         None => 0,
     };
     parts.all(|p| num(p).is_some()).then_some((major, minor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_parsing_is_strict() {
+        assert_eq!(parse_version("14.6.1"), Some((14, 6)));
+        assert_eq!(parse_version("13"), Some((13, 0)));
+        assert_eq!(parse_version(" 0.0.0 "), Some((0, 0)));
+        for odd in ["", "14.", ".1", "14.6a", "1e3", "-1", "9999999.0", "14..1"] {
+            assert_eq!(parse_version(odd), None, "{odd:?}");
+        }
+    }
+
+    #[test]
+    fn names_and_versions_are_cut_and_cleaned() {
+        assert_eq!(cut("ééé", 3), "é");
+        assert_eq!(cut("abc", 3), "abc");
+        assert_eq!(
+            browser_name(&"x".repeat(500), &ClientHints::default()).len(),
+            MAX_NAME_LEN
+        );
+        assert_eq!(clean(Some(" 131 ")).as_deref(), Some("131"));
+        assert_eq!(clean(Some("<script>")), None);
+        assert_eq!(clean(Some(&"1".repeat(17))), None);
+        assert_eq!(clean(Some("")), None);
+    }
 }

@@ -65,13 +65,19 @@ impl GeoDb {
                 return None;
             }
         };
-        let text = |s: Option<&str>| s.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        let text = |s: Option<&str>| {
+            s.map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
         let location = Location {
             city: text(record.city.names.english),
             country: text(record.country.names.english),
             country_code: text(record.country.iso_code),
         };
-        let empty = location.city.is_none() && location.country.is_none() && location.country_code.is_none();
+        let empty = location.city.is_none()
+            && location.country.is_none()
+            && location.country_code.is_none();
         (!empty).then_some(location)
     }
 }
@@ -115,14 +121,39 @@ mod tests {
 
     #[test]
     fn public_and_non_public_addresses() {
-        for ip in ["81.2.69.160", "8.8.8.8", "1.1.1.1", "100.128.0.1", "2001:480:10::1", "2a02:ff40::1"] {
+        for ip in [
+            "81.2.69.160",
+            "8.8.8.8",
+            "1.1.1.1",
+            "100.128.0.1",
+            "2001:480:10::1",
+            "2a02:ff40::1",
+        ] {
             assert!(is_public(ip.parse().unwrap()), "{ip} is public");
         }
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.1.1",
-            "100.64.0.1", "0.0.0.0", "255.255.255.255", "224.0.0.1", "240.0.0.1", "192.0.2.1",
-            "198.51.100.7", "203.0.113.5", "198.18.0.1", "::1", "::", "fe80::1", "fd00::1", "ff02::1",
-            "2001:db8::1", "::ffff:10.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "240.0.0.1",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.5",
+            "198.18.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "ff02::1",
+            "2001:db8::1",
+            "::ffff:10.0.0.1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip} is not public");
         }

@@ -81,7 +81,9 @@ impl ClientHints {
 /// but an unquoted token is accepted as-is for leniency; anything malformed is dropped.
 fn sf_string(value: &str) -> Option<String> {
     let Some(inner) = value.strip_prefix('"') else {
-        let token_ok = value.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+        let token_ok = value
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
         return token_ok.then(|| value.to_owned());
     };
     let mut out = String::with_capacity(inner.len());
@@ -184,6 +186,10 @@ mod tests {
         assert_eq!(sf_string("\"a\\x\""), None);
         assert_eq!(sf_string("macOS").as_deref(), Some("macOS"));
         assert_eq!(sf_string("\"\"").as_deref(), Some(""));
-        assert_eq!(sf_string("Chrome OS"), None, "an unquoted value with a space is not a token");
+        assert_eq!(
+            sf_string("Chrome OS"),
+            None,
+            "an unquoted value with a space is not a token"
+        );
     }
 }

@@ -4,12 +4,14 @@
 //! [`ClientInfoResolver::client_ip`] runs on every request and does not allocate; describing
 //! the device and locating the IP run only when the sessions page is rendered.
 
+#[cfg(test)]
+mod corpus_tests;
 mod device;
 mod geo;
-mod hints;
-mod ip;
 #[cfg(test)]
 mod geo_tests;
+mod hints;
+mod ip;
 #[cfg(test)]
 mod tests;
 
@@ -60,7 +62,11 @@ impl ClientInfoResolver {
     ) -> Result<Self, ClientInfoError> {
         let ua_rules = device::rules()?;
         let geoip = geoip_database.map(geo::GeoDb::open).transpose()?;
-        Ok(ClientInfoResolver { trusted_proxies, ua_rules, geoip })
+        Ok(ClientInfoResolver {
+            trusted_proxies,
+            ua_rules,
+            geoip,
+        })
     }
 
     /// True when `peer` is inside one of the trusted proxy CIDRs (IPv4-mapped IPv6 peers are

@@ -1,5 +1,5 @@
-//! Tests of the resolver as other modules use it: device labels for real User-Agents, client
-//! hint refinement, and (when /work/shared's data is present) uap-core's own test corpus.
+//! Tests of the resolver as other modules use it: device labels for real User-Agents and
+//! client hint refinement.
 
 use std::sync::OnceLock;
 
@@ -25,18 +25,24 @@ fn hinted(ua: &str, platform: &str, version: &str) -> String {
 }
 
 const CHROME_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
-const FIREFOX_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:133.0) Gecko/20100101 Firefox/133.0";
+const FIREFOX_MAC: &str =
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:133.0) Gecko/20100101 Firefox/133.0";
 const SAFARI_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15";
 const EDGE_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0";
 const CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 const CHROME_ANDROID_REDUCED: &str = "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36";
 const SAFARI_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1";
-const FIREFOX_LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+const FIREFOX_LINUX: &str =
+    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
 
 fn assert_device(ua: &str, browser: &str, version: Option<&str>, os: &str) {
     let d = label(ua);
     assert_eq!(
-        (d.browser.as_str(), d.browser_version.as_deref(), d.os.as_str()),
+        (
+            d.browser.as_str(),
+            d.browser_version.as_deref(),
+            d.os.as_str()
+        ),
         (browser, version, os),
         "for {ua}"
     );
@@ -95,7 +101,15 @@ fn linux_chromeos_and_unfrozen_old_versions() {
 #[test]
 fn non_browsers_and_garbage() {
     assert_device("curl/8.5.0", "curl", Some("8"), "Unknown OS");
-    for ua in ["", "   ", "\u{0}\u{1}\u{7f}", "%%%%", "Mozilla/5.0", "\u{1F600}\u{1F600}", "()();;//"] {
+    for ua in [
+        "",
+        "   ",
+        "\u{0}\u{1}\u{7f}",
+        "%%%%",
+        "Mozilla/5.0",
+        "\u{1F600}\u{1F600}",
+        "()();;//",
+    ] {
         let d = label(ua);
         assert_eq!(d.os, "Unknown OS", "for {ua:?}");
         if ua.trim().is_empty() {
@@ -106,23 +120,38 @@ fn non_browsers_and_garbage() {
     // Very long input is cut, not choked on; a multi-byte char at the cut is no problem.
     let long = format!("{CHROME_MAC} {}", "\u{e9}".repeat(5000));
     assert_eq!(label(&long).browser, "Chrome");
-    assert_eq!(label(&"\u{e9}".repeat(2000)).device, "Unknown browser on Unknown OS");
+    assert_eq!(
+        label(&"\u{e9}".repeat(2000)).device,
+        "Unknown browser on Unknown OS"
+    );
 }
 
 #[test]
 fn client_hints_refine_frozen_versions() {
     assert_eq!(hinted(CHROME_MAC, "macOS", "14.6.1"), "Chrome on macOS 14");
-    assert_eq!(hinted(CHROME_MAC, "macOS", "10.15.7"), "Chrome on macOS 10.15");
+    assert_eq!(
+        hinted(CHROME_MAC, "macOS", "10.15.7"),
+        "Chrome on macOS 10.15"
+    );
     assert_eq!(hinted(CHROME_MAC, "macOS", "26.0.0"), "Chrome on macOS 26");
-    assert_eq!(hinted(CHROME_WIN, "Windows", "13.0.0"), "Chrome on Windows 11");
+    assert_eq!(
+        hinted(CHROME_WIN, "Windows", "13.0.0"),
+        "Chrome on Windows 11"
+    );
     assert_eq!(hinted(EDGE_WIN, "Windows", "19.0.0"), "Edge on Windows 11");
     assert_eq!(hinted(EDGE_WIN, "Windows", "10.0.0"), "Edge on Windows 10");
     assert_eq!(hinted(EDGE_WIN, "Windows", "1.0.0"), "Edge on Windows 10");
     assert_eq!(hinted(EDGE_WIN, "Windows", "0.0.0"), "Edge on Windows");
-    assert_eq!(hinted(CHROME_ANDROID_REDUCED, "Android", "14.0.0"), "Chrome on Android 14");
+    assert_eq!(
+        hinted(CHROME_ANDROID_REDUCED, "Android", "14.0.0"),
+        "Chrome on Android 14"
+    );
     assert_eq!(hinted(FIREFOX_LINUX, "Linux", ""), "Firefox on Linux");
     let chromeos = "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
-    assert_eq!(hinted(chromeos, "Chrome OS", "14541.0.0"), "Chrome on ChromeOS");
+    assert_eq!(
+        hinted(chromeos, "Chrome OS", "14541.0.0"),
+        "Chrome on ChromeOS"
+    );
 }
 
 #[test]
@@ -130,16 +159,31 @@ fn client_hints_that_say_nothing_real_are_ignored() {
     // Platform disagrees with the UA: ignored.
     assert_eq!(hinted(CHROME_MAC, "Windows", "15.0.0"), "Chrome on macOS");
     assert_eq!(hinted(CHROME_WIN, "macOS", "14.6.1"), "Chrome on Windows");
-    assert_eq!(hinted(FIREFOX_LINUX, "Android", "14.0.0"), "Firefox on Linux");
-    assert_eq!(hinted("curl/8.5.0", "macOS", "14.6.1"), "curl on Unknown OS");
+    assert_eq!(
+        hinted(FIREFOX_LINUX, "Android", "14.0.0"),
+        "Firefox on Linux"
+    );
+    assert_eq!(
+        hinted("curl/8.5.0", "macOS", "14.6.1"),
+        "curl on Unknown OS"
+    );
     // Missing, empty or odd versions: the UA's answer stands.
     assert_eq!(hinted(CHROME_MAC, "macOS", ""), "Chrome on macOS");
     assert_eq!(hinted(CHROME_MAC, "macOS", "fourteen"), "Chrome on macOS");
     assert_eq!(hinted(CHROME_MAC, "macOS", "9.1"), "Chrome on macOS");
     assert_eq!(hinted(CHROME_WIN, "Windows", "11.0.0"), "Chrome on Windows");
-    assert_eq!(hinted(CHROME_ANDROID_REDUCED, "Android", ""), "Chrome on Android");
-    let only_platform = ClientHints { platform: Some("macOS".into()), ..ClientHints::default() };
-    assert_eq!(resolver().describe_device(CHROME_MAC, &only_platform).os, "macOS");
+    assert_eq!(
+        hinted(CHROME_ANDROID_REDUCED, "Android", ""),
+        "Chrome on Android"
+    );
+    let only_platform = ClientHints {
+        platform: Some("macOS".into()),
+        ..ClientHints::default()
+    };
+    assert_eq!(
+        resolver().describe_device(CHROME_MAC, &only_platform).os,
+        "macOS"
+    );
 }
 
 #[test]
@@ -152,7 +196,10 @@ fn brave_is_named_from_its_client_hints() {
         ),
         ..ClientHints::default()
     };
-    assert_eq!(resolver().describe_device(CHROME_WIN, &hints).device, "Brave on Windows 11");
+    assert_eq!(
+        resolver().describe_device(CHROME_WIN, &hints).device,
+        "Brave on Windows 11"
+    );
 }
 
 #[test]
@@ -160,7 +207,10 @@ fn resolver_is_send_sync_and_debug_shows_no_rules() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<ClientInfoResolver>();
     let debug = format!("{:?}", resolver());
-    assert!(debug.contains("10.0.0.0/8") && debug.contains("has_geoip: false"), "{debug}");
+    assert!(
+        debug.contains("10.0.0.0/8") && debug.contains("has_geoip: false"),
+        "{debug}"
+    );
     assert!(!resolver().has_geoip());
     assert!(resolver().locate("81.2.69.160".parse().unwrap()).is_none());
 }
@@ -171,103 +221,12 @@ fn resolver_client_ip_and_trust() {
     assert!(r.is_trusted("10.1.2.3".parse().unwrap()));
     assert!(!r.is_trusted("11.1.2.3".parse().unwrap()));
     let lines: [&[u8]; 2] = [b"6.6.6.6, 1.2.3.4", b"10.0.0.9"];
-    assert_eq!(r.client_ip(Some("10.0.0.1".parse().unwrap()), lines.into_iter()), "1.2.3.4".parse().ok());
+    assert_eq!(
+        r.client_ip(Some("10.0.0.1".parse().unwrap()), lines.into_iter()),
+        "1.2.3.4".parse().ok()
+    );
     assert_eq!(
         r.client_ip(Some("8.8.4.4".parse().unwrap()), lines.into_iter()),
         "8.8.4.4".parse().ok()
     );
-}
-
-// ---- uap-core's own corpus, when /work/shared is around ------------------------------------
-
-/// `$DALEA_SHARED_DATA`, else `../shared/data` next to the crate.
-pub(super) fn shared_data() -> std::path::PathBuf {
-    match std::env::var_os("DALEA_SHARED_DATA") {
-        Some(dir) if !dir.is_empty() => dir.into(),
-        _ => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"),
-    }
-}
-
-/// The flat `test_cases:` lists of uap-core's test YAML: `- key: 'value'` items, one scalar
-/// per line (single-quoted, double-quoted, plain or empty).
-fn yaml_cases(text: &str) -> Vec<Vec<(String, Option<String>)>> {
-    let mut cases: Vec<Vec<(String, Option<String>)>> = Vec::new();
-    for line in text.lines() {
-        let t = line.trim_start();
-        if t.is_empty() || t.starts_with('#') || t == "test_cases:" {
-            continue;
-        }
-        let t = match t.strip_prefix("- ") {
-            Some(rest) => {
-                cases.push(Vec::new());
-                rest
-            }
-            None => t,
-        };
-        let (key, value) = t.split_once(':').unwrap_or_else(|| panic!("unexpected line {line:?}"));
-        let v = value.trim();
-        let value = if v.is_empty() || v == "~" || v == "null" {
-            None
-        } else if let Some(inner) = v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
-            Some(inner.replace("''", "'"))
-        } else if let Some(inner) = v.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-            Some(inner.replace("\\\"", "\"").replace("\\\\", "\\"))
-        } else {
-            Some(v.to_owned())
-        };
-        cases.last_mut().expect("a key before the first item").push((key.trim().to_owned(), value));
-    }
-    cases
-}
-
-fn field<'c>(case: &'c [(String, Option<String>)], key: &str) -> Option<&'c str> {
-    case.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.as_deref()).filter(|v| !v.is_empty())
-}
-
-#[test]
-fn uap_core_corpus_when_present() {
-    let dir = shared_data().join("uap-core");
-    let (Ok(ua_yaml), Ok(os_yaml)) = (
-        std::fs::read_to_string(dir.join("test_ua.yaml")),
-        std::fs::read_to_string(dir.join("test_os.yaml")),
-    ) else {
-        eprintln!("SKIPPED: uap-core corpus not found under {} (set DALEA_SHARED_DATA)", dir.display());
-        return;
-    };
-    let rules = device::rules().unwrap();
-    let mut failures = Vec::new();
-    let ua_cases = yaml_cases(&ua_yaml);
-    for case in &ua_cases {
-        let ua = field(case, "user_agent_string").unwrap_or("");
-        let got = rules.raw(ua).0;
-        let got = match &got {
-            Some(v) => (v.family.as_str(), v.major.as_deref().filter(|m| !m.is_empty())),
-            None => ("Other", None),
-        };
-        let want = (field(case, "family").unwrap_or("Other"), field(case, "major"));
-        if got != want {
-            failures.push(format!("UA {ua:?}: got {got:?}, want {want:?}"));
-        }
-    }
-    let os_cases = yaml_cases(&os_yaml);
-    for case in &os_cases {
-        let ua = field(case, "user_agent_string").unwrap_or("");
-        let got = rules.raw(ua).1;
-        let got = match &got {
-            Some(v) => (v.os.as_str(), v.major.as_deref().filter(|m| !m.is_empty())),
-            None => ("Other", None),
-        };
-        let want = (field(case, "family").unwrap_or("Other"), field(case, "major"));
-        if got != want {
-            failures.push(format!("OS {ua:?}: got {got:?}, want {want:?}"));
-        }
-    }
-    assert!(ua_cases.len() > 1000 && os_cases.len() > 400, "corpus parsed short");
-    eprintln!(
-        "uap-core corpus: {} browser + {} OS cases, {} mismatches",
-        ua_cases.len(),
-        os_cases.len(),
-        failures.len()
-    );
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -1,0 +1,11 @@
+//! The gateway end to end, in-process on real sockets: one test binary, one module per area.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod bad_input;
+mod cli;
+mod expiry;
+mod proxying;
+mod sessions;
+mod signin;

@@ -1,0 +1,125 @@
+//! The sessions list and revocation.
+
+use crate::support::*;
+
+#[tokio::test]
+async fn the_list_shows_every_device_most_recent_first_and_marks_this_one() {
+    let gw = TestGateway::start();
+    let mac = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
+    gw.clock.advance(std::time::Duration::from_secs(120));
+    let win = sign_in(&gw, DEMO_EMAIL, FIREFOX_WIN).await;
+    let _other_person = sign_in(&gw, SAM_EMAIL, FIREFOX_WIN).await;
+
+    let (status, v) = sessions(&gw, &mac).await;
+    assert_eq!(status, 200);
+    let list = v["sessions"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "only this person's sessions: {v}");
+    assert_eq!(list[0]["device"], "Firefox on Windows", "most recently active first");
+    assert_eq!(list[1]["device"], "Chrome on macOS");
+    assert_eq!(list[1]["current"], true);
+    assert_eq!(list[0]["current"], false);
+    for s in list {
+        for key in ["id", "browser", "os", "device", "ip", "location", "last_active", "created_at", "sign_in_method", "auth_strength", "current"] {
+            assert!(s.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(s["auth_strength"]["elevated"], false);
+        assert!(s["location"].is_null(), "no GeoIP database configured");
+    }
+
+    // Using the Mac session makes it the most recent.
+    gw.clock.advance(std::time::Duration::from_secs(60));
+    client().get(gw.url("/app")).header("cookie", &mac).send().await.unwrap();
+    let (_, v) = sessions(&gw, &win).await;
+    assert_eq!(v["sessions"][0]["device"], "Chrome on macOS");
+    assert_eq!(v["sessions"][0]["current"], false);
+}
+
+#[tokio::test]
+async fn revoking_another_session_signs_it_out_at_its_very_next_request() {
+    let gw = TestGateway::start();
+    let mine = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
+    let other = sign_in(&gw, DEMO_EMAIL, FIREFOX_WIN).await;
+    let (_, v) = sessions(&gw, &mine).await;
+    let other_id = v["sessions"].as_array().unwrap().iter().find(|s| s["current"] == false).unwrap()["id"].as_str().unwrap().to_string();
+    let my_id = v["sessions"].as_array().unwrap().iter().find(|s| s["current"] == true).unwrap()["id"].as_str().unwrap().to_string();
+
+    // Warm the other session into the cache first, so revocation must evict it.
+    let before = client().get(gw.url("/app")).header("cookie", &other).send().await.unwrap();
+    assert_eq!(before.status(), 200);
+
+    let resp = client().delete(gw.url(&format!("/.dalea/api/sessions/{other_id}"))).header("cookie", &mine).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+
+    let after = client().get(gw.url("/app")).header("cookie", &other).header("accept", "text/html").send().await.unwrap();
+    assert_eq!(after.status(), 303);
+    assert!(after.headers()["location"].to_str().unwrap().starts_with("/.dalea/signin"));
+    assert!(set_cookies(&after).iter().any(|c| c.starts_with("dalea_session=;") && c.contains("Max-Age=0")), "the dead cookie is cleared");
+    let api = client().get(gw.url("/app")).header("cookie", &other).send().await.unwrap();
+    assert_eq!(api.status(), 401);
+
+    // Own session: 409 pointing to sign out. Unknown or someone else's: 404.
+    let own = client().delete(gw.url(&format!("/.dalea/api/sessions/{my_id}"))).header("cookie", &mine).send().await.unwrap();
+    assert_eq!(own.status(), 409);
+    assert!(own.text().await.unwrap().contains("sign out"));
+    let sam = sign_in(&gw, SAM_EMAIL, CHROME_MAC).await;
+    let (_, sv) = sessions(&gw, &sam).await;
+    let sam_id = sv["sessions"][0]["id"].as_str().unwrap().to_string();
+    for id in [sam_id.as_str(), "AAAAAAAAAAAAAAAAAAAAAA", "not-an-id", &other_id] {
+        let resp = client().delete(gw.url(&format!("/.dalea/api/sessions/{id}"))).header("cookie", &mine).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{id}");
+    }
+    assert_eq!(sessions(&gw, &sam).await.1["sessions"].as_array().unwrap().len(), 1, "Sam's session is untouched");
+}
+
+#[tokio::test]
+async fn the_revoke_api_refuses_cross_site_browsers() {
+    let gw = TestGateway::start();
+    let mine = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
+    let other = sign_in(&gw, DEMO_EMAIL, FIREFOX_WIN).await;
+    let (_, v) = sessions(&gw, &other).await;
+    let other_id = v["sessions"].as_array().unwrap().iter().find(|s| s["current"] == true).unwrap()["id"].as_str().unwrap().to_string();
+    let resp = client()
+        .delete(gw.url(&format!("/.dalea/api/sessions/{other_id}")))
+        .header("cookie", &mine)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(client().get(gw.url("/app")).header("cookie", &other).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn the_html_page_lists_sessions_and_its_x_revokes_with_a_csrf_token() {
+    let gw = TestGateway::start();
+    let mine = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
+    let other = sign_in(&gw, DEMO_EMAIL, FIREFOX_WIN).await;
+    let page = client().get(gw.url("/.dalea/settings/security/sessions")).header("cookie", &mine).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Chrome on macOS") && html.contains("Firefox on Windows"));
+    assert!(html.contains("This is you"));
+    assert_eq!(html.matches("/revoke\"").count(), 1, "an × on every row but the current one");
+    let token = html.split("name=\"csrf_token\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let action = html.split("action=\"").find(|a| a.contains("/revoke")).unwrap().split('"').next().unwrap().to_string();
+
+    let forged = client().post(gw.url(&action)).header("cookie", &mine).form(&[("csrf_token", "nope")]).send().await.unwrap();
+    assert_eq!(forged.status(), 403);
+    assert_eq!(client().get(gw.url("/app")).header("cookie", &other).send().await.unwrap().status(), 200);
+
+    let resp = client().post(gw.url(&action)).header("cookie", &mine).form(&[("csrf_token", &token)]).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/.dalea/settings/security/sessions?done=revoked");
+    assert_eq!(client().get(gw.url("/app")).header("cookie", &other).send().await.unwrap().status(), 401);
+}
+
+#[tokio::test]
+async fn the_sessions_page_without_a_session_goes_to_sign_in() {
+    let gw = TestGateway::start();
+    let resp = client().get(gw.url("/.dalea/settings/security/sessions")).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/.dalea/signin?rd=%2F.dalea%2Fsettings%2Fsecurity%2Fsessions");
+    let api = client().get(gw.url("/.dalea/api/sessions")).send().await.unwrap();
+    assert_eq!(api.status(), 401);
+}

@@ -1,0 +1,275 @@
+//! Test harness: a real gateway started in-process on free ports in front of a real upstream,
+//! driven by a real HTTP client that does not follow redirects, with the clock under test
+//! control. Everything stops when the [`TestGateway`] is dropped.
+
+#![allow(dead_code)]
+
+pub mod echo;
+pub mod mmdb;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dalea_gateway::clock::ManualClock;
+use dalea_gateway::config::{Config, Overrides};
+use dalea_gateway::state::AppState;
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+use tokio::sync::oneshot;
+
+pub const DEMO_EMAIL: &str = "demo@example.com";
+pub const SAM_EMAIL: &str = "sam@example.com";
+pub const PASSWORD: &str = "dalea-demo";
+/// argon2id of "dalea-demo".
+pub const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$II00VqDU3gUAWcBe4VuR5g$4k5so/kEu4nZSUQRaTvKME1UHS1AyiQFOQGI1Ah1UMM";
+
+pub const CHROME_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+pub const FIREFOX_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0";
+
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// Shuts the server down when the test says so.
+struct TestShutdown(Mutex<Option<oneshot::Receiver<()>>>);
+
+#[async_trait]
+impl ShutdownSignalWatch for TestShutdown {
+    async fn recv(&self) -> ShutdownSignal {
+        let rx = self.0.lock().ok().and_then(|mut r| r.take());
+        if let Some(rx) = rx {
+            let _ = rx.await;
+        }
+        ShutdownSignal::FastShutdown
+    }
+}
+
+/// Builder for a gateway under test.
+pub struct Setup {
+    pub extra_toml: String,
+    pub routes_toml: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub clock: ManualClock,
+    /// `DALEA__*` variables as the gateway would read them from the environment.
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            extra_toml: String::new(),
+            routes_toml: None,
+            data_dir: None,
+            clock: ManualClock::starting_now(),
+            // The tests talk plain HTTP, like the dev config; tests of secure cookies set it back.
+            env: vec![("DALEA__SESSION__COOKIE_SECURE".into(), "false".into())],
+        }
+    }
+}
+
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub upstream: echo::EchoUpstream,
+    pub clock: ManualClock,
+    pub state: Arc<AppState>,
+    pub data_dir: PathBuf,
+    _tmp: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Setup {
+    pub fn toml(mut self, extra: &str) -> Self {
+        self.extra_toml.push_str(extra);
+        self.extra_toml.push('\n');
+        self
+    }
+
+    /// Sets (or replaces) an environment variable for the config overlay.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn routes(mut self, routes: &str) -> Self {
+        self.routes_toml = Some(routes.to_string());
+        self
+    }
+
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    pub fn clock(mut self, clock: ManualClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn start(self) -> TestGateway {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let users = tmp.path().join("users.toml");
+        std::fs::write(
+            &users,
+            format!(
+                "[[users]]\nid = \"demo\"\nemail = \"{DEMO_EMAIL}\"\ndisplay_name = \"Demo User\"\npassword_hash = \"{HASH}\"\n\
+                 [[users]]\nid = \"sam\"\nemail = \"{SAM_EMAIL}\"\ndisplay_name = \"Sam\"\npassword_hash = \"{HASH}\"\n"
+            ),
+        )
+        .expect("users file");
+        let upstream = echo::EchoUpstream::start();
+        let addr = free_addr();
+        let admin = free_addr();
+        let data_dir = self.data_dir.clone().unwrap_or_else(|| tmp.path().join("data"));
+        let routes = self.routes_toml.unwrap_or_else(|| {
+            "[[routes]]\nname = \"public\"\npath_prefix = \"/public\"\nupstream = \"app\"\naccess = \"public\"\n\
+             [[routes]]\nname = \"admin\"\npath_prefix = \"/admin\"\nupstream = \"app\"\naccess = \"elevated\"\n\
+             [[routes]]\nname = \"app\"\npath_prefix = \"/\"\nupstream = \"app\"\n"
+                .to_string()
+        });
+        let text = format!(
+            "[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\nshutdown_grace_period = \"0s\"\nthreads = 2\n\
+             [users]\nfile = \"users.toml\"\n\
+             {extra}\n\
+             [[upstreams]]\nname = \"app\"\naddress = \"{up}\"\n{routes}",
+            extra = self.extra_toml,
+            up = upstream.addr,
+        );
+        let overrides = Overrides { data_dir: Some(data_dir.clone()), ..Overrides::default() };
+        let config = Config::from_toml_str(&text, tmp.path(), &self.env, &overrides).expect("test config loads");
+        let built = dalea_gateway::server::build(config, Arc::new(self.clock.clone())).expect("gateway builds");
+        let state = built.state.clone();
+        let (tx, rx) = oneshot::channel();
+        let server = built.server;
+        let thread = std::thread::spawn(move || {
+            server.run(RunArgs { shutdown_signal: Box::new(TestShutdown(Mutex::new(Some(rx)))) });
+        });
+        wait_for_port(addr);
+        TestGateway {
+            addr,
+            admin,
+            upstream,
+            clock: self.clock,
+            state,
+            data_dir,
+            _tmp: tmp,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+pub fn wait_for_port(addr: SocketAddr) {
+    for _ in 0..200 {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("gateway did not listen on {addr}");
+}
+
+impl TestGateway {
+    pub fn start() -> TestGateway {
+        Setup::default().start()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the server and waits until its threads are gone.
+    pub fn stop(mut self) -> PathBuf {
+        self.shutdown();
+        self.data_dir.clone()
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A client that never follows redirects and keeps no cookies: tests see every hop.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+/// The `name=value` part of our session cookie in a response, if it sets one.
+pub fn session_cookie(resp: &reqwest::Response) -> Option<String> {
+    set_cookies(resp).into_iter().find(|c| c.contains("dalea_session=")).map(|c| c.split(';').next().unwrap_or_default().to_string())
+}
+
+pub fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
+    resp.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect()
+}
+
+/// Signs in through the JSON API and returns the `Cookie` header value.
+pub async fn sign_in(gw: &TestGateway, email: &str, user_agent: &str) -> String {
+    let resp = client()
+        .post(gw.url("/.dalea/api/signin"))
+        .header("user-agent", user_agent)
+        .json(&serde_json::json!({ "email": email, "password": PASSWORD, "remember_me": true }))
+        .send()
+        .await
+        .expect("sign-in request");
+    assert_eq!(resp.status(), 200, "sign-in should succeed");
+    session_cookie(&resp).expect("sign-in sets the session cookie")
+}
+
+/// Sends raw bytes as one HTTP/1.1 request and returns the raw response (for input a
+/// well-behaved client library would refuse to send).
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream.write_all(request).expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16384];
+    // Read until the server closes or the response is complete per Content-Length.
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+        let text = String::from_utf8_lossy(&out);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)));
+            if let Some(len) = len {
+                if out.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// GET /.dalea/api/sessions as JSON.
+pub async fn sessions(gw: &TestGateway, cookie: &str) -> (u16, serde_json::Value) {
+    let resp = client().get(gw.url("/.dalea/api/sessions")).header("cookie", cookie).send().await.expect("list");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
