@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite: unit and integration tests, every shipped config validated with
+# `check-config`, and the end-to-end test in headless Chromium. Installs what is missing first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh --test
+
+echo "== cargo test"
+cargo test --all-targets --locked
+
+echo "== check-config on every shipped config"
+cargo build --bin dalea-gateway --locked
+bin="${CARGO_TARGET_DIR:-target}/debug/dalea-gateway"
+for cfg in config/dev.toml config/gateway.example.toml; do
+  "$bin" check-config --config "$cfg"
+done
+
+echo "== browser end-to-end (headless Chromium)"
+DALEA_BIN="$bin" ./tests/e2e/run.sh
+echo "== all tests passed"
