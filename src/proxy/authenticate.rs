@@ -12,8 +12,9 @@ use crate::state::AppState;
 /// What happens to a request. Exhaustive, so nothing passes by accident.
 #[derive(Debug)]
 pub enum Decision {
-    /// Proxy it; with an identity when a session is present.
-    Allow(Option<Identity>),
+    /// Proxy it; with an identity when a session is present. `clear_cookie` when a dead
+    /// session cookie came along (public routes let such requests through).
+    Allow { identity: Option<Identity>, clear_cookie: bool },
     /// No live session: sign-in redirect (browsers) or 401. `clear_cookie` when a dead
     /// session cookie came with the request.
     SignInRequired { clear_cookie: bool },
@@ -46,11 +47,11 @@ pub async fn decide(state: &AppState, req: &RequestHeader, access: Access) -> De
     let identified = identify(state, req).await;
     match (access, identified) {
         // Public routes never fail because of the session store; they just go anonymous.
-        (Access::Public, Ok((identity, _))) => Decision::Allow(identity),
-        (Access::Public, Err(_)) => Decision::Allow(None),
+        (Access::Public, Ok((identity, stale))) => Decision::Allow { identity, clear_cookie: stale },
+        (Access::Public, Err(_)) => Decision::Allow { identity: None, clear_cookie: false },
         (_, Err(e)) => Decision::Deny(e),
         (_, Ok((None, stale))) => Decision::SignInRequired { clear_cookie: stale },
-        (Access::Session, Ok((Some(identity), _))) => Decision::Allow(Some(identity)),
+        (Access::Session, Ok((Some(identity), _))) => Decision::Allow { identity: Some(identity), clear_cookie: false },
         (Access::Elevated, Ok((Some(_), _))) => Decision::Deny(GatewayError::Forbidden(
             "This route needs an elevated session, which this gateway does not support yet.".into(),
         )),

@@ -5,6 +5,7 @@ mod support;
 
 mod bad_input;
 mod cli;
+mod client_info;
 mod expiry;
 mod proxying;
 mod sessions;

@@ -99,3 +99,16 @@ async fn unrouted_hosts_get_404_and_dot_segments_400() {
     let dots = raw_request(gw.addr, b"GET /a/%2e%2e/b HTTP/1.1\r\nhost: app.example\r\nconnection: close\r\n\r\n");
     assert!(dots.starts_with("HTTP/1.1 400"), "{dots}");
 }
+
+#[tokio::test]
+async fn a_dead_cookie_on_a_public_route_passes_anonymously_and_is_cleared() {
+    let gw = TestGateway::start();
+    let cookie = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
+    let signed_in = echo(&gw, "/public/x", &[("cookie", &cookie)]).await;
+    assert_eq!(seen(&signed_in.1, "x-dalea-user"), vec!["demo"], "public routes still say who is signed in");
+    gw.clock.advance(std::time::Duration::from_secs(31 * 86_400));
+    let (status, got, cookies) = echo(&gw, "/public/x", &[("cookie", &cookie)]).await;
+    assert_eq!(status, 200);
+    assert!(seen(&got, "x-dalea-user").is_empty());
+    assert!(cookies.iter().any(|c| c.starts_with("dalea_session=;") && c.contains("Max-Age=0")), "{cookies:?}");
+}
