@@ -24,6 +24,8 @@ pub enum GatewayError {
     PayloadTooLarge,
     #[error("Send this request as {0}.")]
     UnsupportedMediaType(&'static str),
+    #[error("Too many failed sign-in attempts. Try again in {} minutes.", .0.div_ceil(60))]
+    TooManyAttempts(u64),
     #[error("Sessions are temporarily unavailable. Nothing was lost; try again in a moment.")]
     StoreUnavailable,
     #[error("Something went wrong on our side.")]
@@ -41,6 +43,7 @@ impl GatewayError {
             GatewayError::Conflict(_) => 409,
             GatewayError::PayloadTooLarge => 413,
             GatewayError::UnsupportedMediaType(_) => 415,
+            GatewayError::TooManyAttempts(_) => 429,
             GatewayError::StoreUnavailable => 503,
             GatewayError::Internal => 500,
         }
@@ -59,6 +62,7 @@ impl GatewayError {
             GatewayError::Conflict(_) => "conflict",
             GatewayError::PayloadTooLarge => "payload_too_large",
             GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",
+            GatewayError::TooManyAttempts(_) => "too_many_attempts",
             GatewayError::StoreUnavailable => "store_unavailable",
             GatewayError::Internal => "internal",
         }
@@ -69,6 +73,7 @@ impl GatewayError {
         match self {
             GatewayError::MethodNotAllowed(allow) => vec![("allow", allow.to_string())],
             GatewayError::StoreUnavailable => vec![("retry-after", "2".to_string())],
+            GatewayError::TooManyAttempts(secs) => vec![("retry-after", secs.to_string())],
             _ => Vec::new(),
         }
     }

@@ -40,10 +40,12 @@ pub fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Built> {
     let state = AppState::build(config, clock.clone(), whoami.as_ref().map(|w| w.addr))?;
     let cfg = &state.config;
 
-    let mut conf = ServerConf::default();
-    conf.threads = cfg.server.threads;
-    conf.grace_period_seconds = Some(cfg.server.shutdown_grace_period.as_secs());
-    conf.graceful_shutdown_timeout_seconds = Some(1);
+    let conf = ServerConf {
+        threads: cfg.server.threads,
+        grace_period_seconds: Some(cfg.server.shutdown_grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 

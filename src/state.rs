@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::auth::password::PasswordVerifierPool;
+use crate::auth::throttle::SignInThrottle;
 use crate::auth::UserDirectory;
 use crate::client_info::ClientInfoResolver;
 use crate::clock::{millis, Clock};
@@ -29,6 +30,7 @@ pub struct AppState {
     pub sessions: SessionManager,
     pub users: UserDirectory,
     pub passwords: PasswordVerifierPool,
+    pub throttle: SignInThrottle,
     pub client_info: ClientInfoResolver,
     pub cookies: CookieJar,
     pub routes: RouteTable,
@@ -61,6 +63,7 @@ impl AppState {
             sessions,
             users,
             passwords: PasswordVerifierPool::new(4),
+            throttle: SignInThrottle::default(),
             client_info,
             cookies,
             routes,

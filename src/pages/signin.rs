@@ -50,16 +50,29 @@ pub async fn page(state: &AppState, session: &mut Session) -> Result<Reply, Gate
     Ok(render_form(state, session, 200, &rd, "", None))
 }
 
-/// Checks email + password. Unknown email and wrong password look exactly the same.
-async fn check_credentials(state: &AppState, email: &str, password: &str) -> Result<std::sync::Arc<User>, GatewayError> {
+/// Checks email + password. Unknown email and wrong password look exactly the same; too many
+/// failures for the account or the client's network are refused before any password check.
+async fn check_credentials(
+    state: &AppState,
+    ctx: &RequestCtx,
+    email: &str,
+    password: &str,
+) -> Result<std::sync::Arc<User>, GatewayError> {
+    let now = state.sessions.now();
+    if let Err(retry) = state.throttle.check(email, ctx.client_ip, now) {
+        tracing::info!(outcome = "throttled", client.ip = ?ctx.client_ip, "sign-in refused: too many failures");
+        return Err(GatewayError::TooManyAttempts(retry.as_secs()));
+    }
     let user = state.users.by_email(email);
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     if state.passwords.verify(password.to_string(), hash).await {
         if let Some(user) = user {
+            state.throttle.record_success(email);
             return Ok(user);
         }
     }
-    tracing::info!(outcome = "failure", "sign-in failed");
+    state.throttle.record_failure(email, ctx.client_ip, now);
+    tracing::info!(outcome = "failure", client.ip = ?ctx.client_ip, "sign-in failed");
     Err(GatewayError::BadCredentials)
 }
 
@@ -117,9 +130,12 @@ pub async fn form(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
     }
 
     let password = fields.get("password").cloned().unwrap_or_default();
-    let user = match check_credentials(state, &email, &password).await {
+    let user = match check_credentials(state, ctx, &email, &password).await {
         Ok(user) => user,
-        Err(err) => return Ok(render_form(state, session, err.status(), &rd, &email, Some(&err.to_string()))),
+        Err(err) => {
+            let page = render_form(state, session, err.status(), &rd, &email, Some(&err.to_string()));
+            return Ok(err.headers().into_iter().fold(page, |r, (k, v)| r.header(k, v)));
+        }
     };
     let remember_me = fields.get("remember_me").is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1"));
     let (_, cookie) = start_session(state, session, ctx, &user, remember_me).await?;
@@ -141,7 +157,7 @@ pub async fn json(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
     csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
     body::require_content_type(session, body::JSON)?;
     let req: JsonSignin = body::json(&body::read(session, state.config.server.max_form_bytes).await?)?;
-    let user = check_credentials(state, &req.email, &req.password).await?;
+    let user = check_credentials(state, ctx, &req.email, &req.password).await?;
     let (s, cookie) = start_session(state, session, ctx, &user, req.remember_me).await?;
     let view = SessionView::new(state, &s, s.last_active_at, s.last_ip, true);
     let body = serde_json::to_vec(&serde_json::json!({ "session": view })).map_err(|_| GatewayError::Internal)?;

@@ -83,6 +83,8 @@ pub fn rewrite_response(resp: &mut ResponseHeader, ctx: &RequestCtx, cookies: &C
     }
     if ctx.clear_cookie {
         resp.append_header(http::header::SET_COOKIE, cookies.clear_session())?;
+        // A response that sets our cookie must never be stored by a shared cache.
+        resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     }
     Ok(())
 }

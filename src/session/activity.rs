@@ -99,16 +99,11 @@ impl ActivityFlusher {
 #[async_trait]
 impl BackgroundService for ActivityFlusher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        super::periodic::every(self.interval, &mut shutdown, || self.flush()).await;
+        // Requests still finishing during the grace period keep recording activity; the last
+        // flush lands just before the runtime is shut down at the end of the grace period.
+        let deadline = tokio::time::Instant::now() + self.grace_period.saturating_sub(Duration::from_millis(300));
         let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                _ = tick.tick() => self.flush().await,
-            }
-        }
-        // Requests still finishing during the grace period keep recording activity.
-        let deadline = tokio::time::Instant::now() + self.grace_period;
         while tokio::time::Instant::now() < deadline {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,

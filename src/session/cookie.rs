@@ -83,7 +83,7 @@ impl CookieJar {
         cookie_pairs(cookie_headers)
             .filter(|(name, _)| *name == self.csrf_name.as_bytes())
             .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-            .find(|v| v.len() == 43 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+            .find(|v| super::token::is_base64url(v, 43))
             .map(str::to_string)
     }
 

@@ -41,13 +41,6 @@ impl ExpirySweeper {
 #[async_trait]
 impl BackgroundService for ExpirySweeper {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tick.tick() => self.sweep().await,
-            }
-        }
+        super::periodic::every(self.interval, &mut shutdown, || self.sweep()).await;
     }
 }

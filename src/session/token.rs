@@ -20,6 +20,11 @@ pub fn random_string<const N: usize>() -> String {
     URL_SAFE_NO_PAD.encode(random_bytes::<N>())
 }
 
+/// True for exactly `len` base64url characters: the shape of every value we issue.
+pub fn is_base64url(value: &str, len: usize) -> bool {
+    value.len() == len && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// The cookie value: 256 random bits. Lives only in the browser; never stored or logged.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token(String);
@@ -32,9 +37,7 @@ impl Token {
     /// Accepts a cookie value only if it has the exact shape we issue (43 base64url chars),
     /// so garbage never reaches the store.
     pub fn parse(value: &str) -> Option<Self> {
-        let ok = value.len() == 43
-            && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        ok.then(|| Token(value.to_string()))
+        is_base64url(value, 43).then(|| Token(value.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -74,9 +77,7 @@ impl PublicId {
 
     /// Accepts only the shape we issue (22 base64url chars).
     pub fn parse(value: &str) -> Option<Self> {
-        let ok = value.len() == 22
-            && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        ok.then(|| PublicId(value.to_string()))
+        is_base64url(value, 22).then(|| PublicId(value.to_string()))
     }
 
     pub fn as_str(&self) -> &str {

@@ -1,1 +1,340 @@
-//! placeholder
+//! The real `dalea-gateway` binary: `check-config`, `hash-password`, and `serve` with its
+//! command-line overrides and SIGTERM behaviour (a restart signs nobody out; the last activity
+//! before the signal is written to the store).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dalea_gateway::session::embedded::EmbeddedStore;
+use dalea_gateway::session::store::SessionStore;
+
+use crate::support::{free_addr, session_cookie, DEMO_EMAIL, PASSWORD};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dalea-gateway");
+
+fn dev_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dev.toml")
+}
+
+/// The binary with no `DALEA__*` variables inherited from whoever runs the tests.
+fn gateway() -> Command {
+    let mut cmd = Command::new(BIN);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("DALEA__") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A copy of the dev config (and its users file) in a temp dir, with `edit` applied to the text.
+fn edited_dev_config(edit: impl FnOnce(String) -> String) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dev_config();
+    let users = src.parent().expect("config dir").join("users.dev.toml");
+    std::fs::copy(&users, dir.path().join("users.dev.toml")).expect("copy users");
+    let original = std::fs::read_to_string(&src).expect("read dev config");
+    let edited = edit(original.clone());
+    assert_ne!(edited, original, "the edit must change the file");
+    let path = dir.path().join("dev.toml");
+    std::fs::write(&path, edited).expect("write config");
+    (dir, path)
+}
+
+fn insert_after(text: String, section: &str, line: &str) -> String {
+    assert!(text.contains(section), "dev.toml has no {section}");
+    text.replacen(section, &format!("{section}\n{line}"), 1)
+}
+
+#[test]
+fn check_config_accepts_the_dev_config() {
+    let out = run(gateway().args(["check-config", "--config"]).arg(dev_config()), b"");
+    assert!(out.status.success(), "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("OK"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn check_config_refuses_an_idle_timeout_over_30_days_naming_the_key() {
+    let (_dir, path) = edited_dev_config(|t| insert_after(t, "[session]", "idle_timeout = \"31d\""));
+    let out = run(gateway().args(["check-config", "--config"]).arg(&path), b"");
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "31d must be refused; stdout: {}", text(&out.stdout));
+    assert!(err.contains("session.idle_timeout"), "{err}");
+    assert!(err.contains("31d") || err.contains("30"), "the message says what is wrong: {err}");
+
+    // The unedited copy passes, so it is the one line that fails it.
+    let (_dir2, fine) = edited_dev_config(|t| insert_after(t, "[session]", "idle_timeout = \"30d\""));
+    let ok = run(gateway().args(["check-config", "--config"]).arg(&fine), b"");
+    assert!(ok.status.success(), "30d is allowed: {}", text(&ok.stderr));
+}
+
+#[test]
+fn check_config_names_the_key_and_the_variable_for_a_bad_environment_value() {
+    let out = run(
+        gateway().args(["check-config", "--config"]).arg(dev_config()).env("DALEA__SESSION__IDLE_TIMEOUT", "31d"),
+        b"",
+    );
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "31d from the environment must be refused too");
+    assert!(err.contains("session.idle_timeout"), "{err}");
+    assert!(err.contains("DALEA__SESSION__IDLE_TIMEOUT"), "{err}");
+
+    let ok = run(
+        gateway().args(["check-config", "--config"]).arg(dev_config()).env("DALEA__SESSION__IDLE_TIMEOUT", "2h"),
+        b"",
+    );
+    assert!(ok.status.success(), "a shorter idle timeout from the environment is fine: {}", text(&ok.stderr));
+}
+
+#[test]
+fn check_config_names_an_unknown_key() {
+    let (_dir, path) = edited_dev_config(|t| insert_after(t, "[session]", "idle_timout = \"1h\""));
+    let out = run(gateway().args(["check-config", "--config"]).arg(&path), b"");
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "a misspelt key must be refused");
+    assert!(err.contains("idle_timout"), "{err}");
+    assert!(err.contains("session"), "the section is named: {err}");
+
+    let env = run(
+        gateway().args(["check-config", "--config"]).arg(dev_config()).env("DALEA__SESSION__IDLE_TIMOUT", "1h"),
+        b"",
+    );
+    let err = text(&env.stderr);
+    assert!(!env.status.success(), "a misspelt variable must be refused");
+    assert!(err.contains("DALEA__SESSION__IDLE_TIMOUT"), "{err}");
+}
+
+#[tokio::test]
+async fn hash_password_prints_an_argon2id_hash_that_verifies() {
+    let out = run(gateway().arg("hash-password"), b"correct horse battery staple\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let hash = stdout.trim();
+    assert_eq!(stdout.lines().count(), 1, "one line, ready for the users file: {stdout:?}");
+    assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
+    assert!(!stdout.contains("correct horse"), "the password is never echoed");
+    assert!(dalea_gateway::auth::password::is_valid_hash(hash));
+
+    let pool = dalea_gateway::auth::password::PasswordVerifierPool::new(1);
+    assert!(pool.verify("correct horse battery staple".into(), Some(hash.to_string())).await, "the trailing newline is not part of the password");
+    assert!(!pool.verify("correct horse battery staple\n".into(), Some(hash.to_string())).await);
+    assert!(!pool.verify("wrong".into(), Some(hash.to_string())).await);
+
+    // Without a trailing newline (printf '%s') the same password verifies as well.
+    let out = run(gateway().arg("hash-password"), b"dalea-demo");
+    assert!(out.status.success());
+    assert!(pool.verify("dalea-demo".into(), Some(text(&out.stdout).trim().to_string())).await);
+}
+
+#[test]
+fn hash_password_refuses_an_empty_password() {
+    for input in [&b""[..], b"\n", b"\r\n"] {
+        let out = run(gateway().arg("hash-password"), input);
+        assert!(!out.status.success(), "{input:?} must be refused");
+        assert!(text(&out.stdout).trim().is_empty(), "no hash printed for {input:?}");
+        assert!(text(&out.stderr).contains("empty"), "{}", text(&out.stderr));
+    }
+}
+
+/// A `serve` process; killed (by its own pid) if a test fails before it exits.
+struct Served {
+    child: Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    data: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Served {
+    /// `serve` on free ports with the dev config; `data` None = a fresh temp data directory.
+    fn start(env: &[(&str, &str)], data: Option<&Path>) -> Served {
+        let tmp = data.is_none().then(|| tempfile::tempdir().expect("tempdir"));
+        let data = data.map(Path::to_path_buf).unwrap_or_else(|| tmp.as_ref().expect("tmp").path().to_path_buf());
+        let addr = free_addr();
+        let admin = free_addr();
+        let mut cmd = gateway();
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(dev_config())
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .arg("--data-dir")
+            .arg(&data)
+            .env("DALEA__SERVER__SHUTDOWN_GRACE_PERIOD", "2s")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn serve");
+        let mut served = Served { child, addr, admin, data, _tmp: tmp };
+        served.wait_until_listening();
+        served
+    }
+
+    fn wait_until_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("serve exited early with {status}");
+            }
+            let up = |a| std::net::TcpStream::connect_timeout(&a, Duration::from_millis(100)).is_ok();
+            if up(self.addr) && up(self.admin) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("serve did not listen on {} and {}", self.addr, self.admin);
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; None if it is still running after `limit`.
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis() as i64
+}
+
+fn client_from(ip: IpAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(ip)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+/// SIGTERM: the process exits on its own, successfully and promptly; the session survives in
+/// the store; and the request made just before the signal is recorded there (activity is
+/// flushed on shutdown, not only on the periodic tick — which is set longer than the test).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_exits_cleanly_keeps_sessions_and_flushes_the_last_activity() {
+    let mut gw = Served::start(&[("DALEA__SESSION__ACTIVITY_FLUSH_INTERVAL", "10s")], None);
+    let from_1: IpAddr = "127.0.0.1".parse().expect("ip");
+    let from_2: IpAddr = "127.0.0.2".parse().expect("ip");
+
+    let resp = client_from(from_1)
+        .post(gw.url("/.dalea/api/signin"))
+        .json(&serde_json::json!({"email": DEMO_EMAIL, "password": PASSWORD, "remember_me": true}))
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(resp.status(), 200);
+    let cookie = session_cookie(&resp).expect("cookie");
+    let signed_in: serde_json::Value = resp.json().await.expect("json");
+    let id = signed_in["session"]["id"].as_str().expect("id").to_string();
+    assert_eq!(signed_in["session"]["ip"], "127.0.0.1");
+
+    // Later, from another address: the store must end up with this request's time and IP.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before_request = now_millis();
+    let app = client_from(from_2).get(gw.url("/app")).header("cookie", &cookie).send().await.expect("request");
+    assert_eq!(app.status(), 200, "the whoami app answers through the gateway");
+    let after_request = now_millis();
+
+    let signalled = Instant::now();
+    gw.sigterm();
+    let status = tokio::task::block_in_place(|| gw.wait_exit(Duration::from_secs(8)));
+    let status = status.unwrap_or_else(|| panic!("still running {:?} after SIGTERM", signalled.elapsed()));
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+
+    let store = EmbeddedStore::open(&gw.data).expect("the store file opens after shutdown");
+    let sessions = store.list_for_user("demo").await.expect("list");
+    let s = sessions.iter().find(|s| s.id.as_str() == id).expect("the session survived the shutdown");
+    assert_eq!(sessions.len(), 1);
+    assert!(
+        s.last_active_at >= before_request && s.last_active_at <= after_request,
+        "last_active_at {} should be the request's time ({before_request}..={after_request}); created_at {}",
+        s.last_active_at,
+        s.created_at
+    );
+    assert!(s.last_active_at > s.created_at + 1000);
+    assert_eq!(s.last_ip, Some(from_2), "the last request's IP");
+
+    // And a restart on the same data directory signs nobody out.
+    drop(store);
+    let mut again = Served::start(&[], Some(&gw.data));
+    let resp = client_from(from_1).get(again.url("/.dalea/api/sessions")).header("cookie", &cookie).send().await.expect("list");
+    assert_eq!(resp.status(), 200, "still signed in after the restart");
+    let v: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(v["sessions"][0]["id"], id.as_str());
+    assert_eq!(v["sessions"][0]["ip"], "127.0.0.2");
+    again.sigterm();
+    assert!(tokio::task::block_in_place(|| again.wait_exit(Duration::from_secs(8))).is_some_and(|s| s.success()));
+}
+
+/// `--listen`, `--admin-listen` and `--data-dir` beat the file (which says 8080/9090 and
+/// `target/dev-data`).
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_flags_beat_the_config_file() {
+    let mut gw = Served::start(&[], None);
+    let admin = |path: &str| format!("http://{}{}", gw.admin, path);
+    let c = reqwest::Client::new();
+    let health = c.get(admin("/healthz")).send().await.expect("healthz");
+    assert_eq!(health.status(), 200);
+    let ready = c.get(admin("/readyz")).send().await.expect("readyz");
+    assert_eq!(ready.status(), 200);
+    assert_eq!(c.get(admin("/nope")).send().await.expect("404").status(), 404);
+
+    // The public listener is the gateway, not the admin app.
+    let anon = c.get(gw.url("/app")).send().await.expect("anon");
+    assert_eq!(anon.status(), 401);
+    let resp = c
+        .post(gw.url("/.dalea/api/signin"))
+        .json(&serde_json::json!({"email": DEMO_EMAIL, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(resp.status(), 200);
+
+    // The session went into --data-dir.
+    gw.sigterm();
+    assert!(tokio::task::block_in_place(|| gw.wait_exit(Duration::from_secs(8))).is_some_and(|s| s.success()));
+    assert!(gw.data.join("sessions.redb").is_file(), "the store lives in --data-dir");
+    let store = EmbeddedStore::open(&gw.data).expect("open");
+    assert_eq!(store.list_for_user("demo").await.expect("list").len(), 1);
+}

@@ -162,3 +162,24 @@ async fn sign_out_ends_the_session_and_clears_the_cookie() {
     let after = client().get(gw.url("/x")).header("cookie", &cookie).header("accept", "text/html").send().await.unwrap();
     assert_eq!(after.status(), 303);
 }
+
+#[tokio::test]
+async fn repeated_failures_lock_the_account_for_a_while_but_not_others() {
+    let gw = TestGateway::start();
+    let attempt = |email: &'static str, password: &'static str| {
+        let url = gw.url("/.dalea/api/signin");
+        async move {
+            client().post(url).json(&serde_json::json!({"email": email, "password": password})).send().await.unwrap()
+        }
+    };
+    for _ in 0..10 {
+        assert_eq!(attempt(DEMO_EMAIL, "guess").await.status(), 401);
+    }
+    let locked = attempt(DEMO_EMAIL, PASSWORD).await;
+    assert_eq!(locked.status(), 429, "even the right password waits until the window ends");
+    let retry: u64 = locked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry > 0 && retry <= 900, "{retry}");
+    assert_eq!(attempt(SAM_EMAIL, PASSWORD).await.status(), 200, "another account is unaffected");
+    gw.clock.advance(std::time::Duration::from_secs(901));
+    assert_eq!(attempt(DEMO_EMAIL, PASSWORD).await.status(), 200);
+}
