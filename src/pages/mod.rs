@@ -64,16 +64,16 @@ async fn dispatch(state: &AppState, session: &mut Session, ctx: &RequestCtx, pat
     let method = session.req_header().method.clone();
     let read = method == Method::GET || method == Method::HEAD;
     match path {
-        SIGNIN_PATH if read => signin::page(state, session).await,
+        SIGNIN_PATH if read => signin::page(state, session, ctx).await,
         SIGNIN_PATH if method == Method::POST => signin::form(state, session, ctx).await,
         SIGNIN_PATH => Err(GatewayError::MethodNotAllowed("GET, HEAD, POST")),
         "/.dalea/api/signin" if method == Method::POST => signin::json(state, session, ctx).await,
         "/.dalea/api/signin" => Err(GatewayError::MethodNotAllowed("POST")),
         "/.dalea/signout" if method == Method::POST => signin::sign_out(state, session, ctx).await,
         "/.dalea/signout" => Err(GatewayError::MethodNotAllowed("POST")),
-        SESSIONS_PATH if read => sessions::page(state, session).await,
+        SESSIONS_PATH if read => sessions::page(state, session, ctx).await,
         SESSIONS_PATH => Err(GatewayError::MethodNotAllowed("GET, HEAD")),
-        "/.dalea/api/sessions" if read => sessions::list_json(state, session).await,
+        "/.dalea/api/sessions" if read => sessions::list_json(state, session, ctx).await,
         "/.dalea/api/sessions" => Err(GatewayError::MethodNotAllowed("GET, HEAD")),
         PREFIX | "/.dalea/" | "/.dalea/settings" | "/.dalea/settings/" | "/.dalea/settings/security"
         | "/.dalea/settings/security/"

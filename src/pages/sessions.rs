@@ -105,8 +105,8 @@ impl SessionView {
 }
 
 /// The caller's identity, or the error a page/API gives without one.
-async fn require_identity(state: &AppState, session: &Session) -> Result<Identity, GatewayError> {
-    match authenticate::identify(state, session.req_header()).await? {
+async fn require_identity(state: &AppState, session: &Session, ctx: &RequestCtx) -> Result<Identity, GatewayError> {
+    match authenticate::identify(state, session.req_header(), ctx.client_ip).await? {
         (Some(identity), _) => Ok(identity),
         (None, _) => Err(GatewayError::SignInRequired),
     }
@@ -148,8 +148,8 @@ struct SessionsPage<'a> {
 }
 
 /// GET /.dalea/settings/security/sessions
-pub async fn page(state: &AppState, session: &mut Session) -> Result<Reply, GatewayError> {
-    let identity = match require_identity(state, session).await {
+pub async fn page(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
+    let identity = match require_identity(state, session, ctx).await {
         Err(GatewayError::SignInRequired) => {
             let clear = state.cookies.clear_session();
             return Ok(Reply::see_other(&signin_url(SESSIONS_PATH)).header("set-cookie", clear));
@@ -180,8 +180,8 @@ pub async fn page(state: &AppState, session: &mut Session) -> Result<Reply, Gate
 }
 
 /// GET /.dalea/api/sessions
-pub async fn list_json(state: &AppState, session: &mut Session) -> Result<Reply, GatewayError> {
-    let identity = require_identity(state, session).await?;
+pub async fn list_json(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
+    let identity = require_identity(state, session, ctx).await?;
     let views = views(state, &identity).await?;
     let body = serde_json::to_vec(&serde_json::json!({ "sessions": views })).map_err(|_| GatewayError::Internal)?;
     Ok(Reply::json(200, body))
@@ -195,7 +195,7 @@ async fn revoke(state: &AppState, identity: &Identity, raw_id: &str) -> Result<R
 /// DELETE /.dalea/api/sessions/{id}: 204, 409 for the caller's own session, 404 otherwise.
 pub async fn revoke_json(state: &AppState, session: &mut Session, ctx: &RequestCtx, id: &str) -> Result<Reply, GatewayError> {
     csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
-    let identity = require_identity(state, session).await?;
+    let identity = require_identity(state, session, ctx).await?;
     match revoke(state, &identity, id).await? {
         Revoke::Revoked => Ok(Reply::empty(204)),
         Revoke::IsCurrent => Err(GatewayError::Conflict(
@@ -209,7 +209,7 @@ pub async fn revoke_json(state: &AppState, session: &mut Session, ctx: &RequestC
 pub async fn revoke_form(state: &AppState, session: &mut Session, ctx: &RequestCtx, id: &str) -> Result<Reply, GatewayError> {
     csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
     body::require_content_type(session, body::FORM)?;
-    let identity = match require_identity(state, session).await {
+    let identity = match require_identity(state, session, ctx).await {
         Err(GatewayError::SignInRequired) => return Ok(Reply::see_other(&signin_url(SESSIONS_PATH))),
         other => other?,
     };

@@ -41,10 +41,10 @@ fn render_form(state: &AppState, session: &Session, status: u16, rd: &str, email
 }
 
 /// GET /.dalea/signin
-pub async fn page(state: &AppState, session: &mut Session) -> Result<Reply, GatewayError> {
+pub async fn page(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
     let rd = redirect::safe_redirect(query_param(session, "rd").as_deref());
     // Already signed in: go straight on. A store outage just shows the form.
-    if let Ok((Some(_), _)) = authenticate::identify(state, session.req_header()).await {
+    if let Ok((Some(_), _)) = authenticate::identify(state, session.req_header(), ctx.client_ip).await {
         return Ok(Reply::see_other(&rd));
     }
     Ok(render_form(state, session, 200, &rd, "", None))
@@ -167,7 +167,7 @@ pub async fn json(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
 /// POST /.dalea/signout: ends this session, clears the cookie, back to the sign-in page.
 pub async fn sign_out(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
     csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
-    let (identity, _) = authenticate::identify(state, session.req_header()).await?;
+    let (identity, _) = authenticate::identify(state, session.req_header(), ctx.client_ip).await?;
     let clear = state.cookies.clear_session();
     let Some(identity) = identity else {
         return Ok(Reply::see_other(SIGNIN_PATH).header("set-cookie", clear));

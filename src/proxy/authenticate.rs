@@ -1,6 +1,8 @@
 //! Request → [`Decision`]: which credentials the request carries, whether they are alive, and
 //! whether they satisfy the route's access level. No I/O for a cached session.
 
+use std::net::IpAddr;
+
 use pingora::http::RequestHeader;
 
 use super::ctx::Identity;
@@ -23,8 +25,14 @@ pub enum Decision {
     Deny(GatewayError),
 }
 
-/// Resolves the session cookie(s) of `req` to an identity, if any.
-pub async fn identify(state: &AppState, req: &RequestHeader) -> Result<(Option<Identity>, bool), GatewayError> {
+/// Resolves the session cookie(s) of `req` to an identity, if any, and records the request as
+/// that session's activity (from `client_ip`): every request a session makes counts, built-in
+/// pages included. The flag says a dead session cookie came along.
+pub async fn identify(
+    state: &AppState,
+    req: &RequestHeader,
+    client_ip: Option<IpAddr>,
+) -> Result<(Option<Identity>, bool), GatewayError> {
     let tokens = state.cookies.session_tokens(req.headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()));
     if tokens.is_empty() {
         return Ok((None, false));
@@ -36,6 +44,7 @@ pub async fn identify(state: &AppState, req: &RequestHeader) -> Result<(Option<I
                 state.sessions.sign_out(&cached.session.token_hash).await?;
                 return Ok((None, true));
             };
+            state.sessions.touch(&cached, client_ip);
             Ok((Some(Identity { user_id: user.id.clone(), email: user.email.clone(), session: cached }), false))
         }
         Lookup::Missing { stale_cookie } => Ok((None, stale_cookie)),
@@ -43,8 +52,8 @@ pub async fn identify(state: &AppState, req: &RequestHeader) -> Result<(Option<I
 }
 
 /// The decision for a request to a route with `access`.
-pub async fn decide(state: &AppState, req: &RequestHeader, access: Access) -> Decision {
-    let identified = identify(state, req).await;
+pub async fn decide(state: &AppState, req: &RequestHeader, client_ip: Option<IpAddr>, access: Access) -> Decision {
+    let identified = identify(state, req, client_ip).await;
     match (access, identified) {
         // Public routes never fail because of the session store; they just go anonymous.
         (Access::Public, Ok((identity, stale))) => Decision::Allow { identity, clear_cookie: stale },

@@ -68,11 +68,8 @@ impl ProxyHttp for Gateway {
             }
         };
 
-        match authenticate::decide(&self.state, session.req_header(), route.access).await {
+        match authenticate::decide(&self.state, session.req_header(), ctx.client_ip, route.access).await {
             Decision::Allow { identity, clear_cookie } => {
-                if let Some(id) = &identity {
-                    self.state.sessions.touch(&id.session, ctx.client_ip);
-                }
                 ctx.identity = identity;
                 ctx.clear_cookie = clear_cookie;
                 ctx.upstream = Some(route.upstream);

@@ -47,12 +47,11 @@ async fn a_shorter_idle_timeout_is_honoured() {
 async fn activity_reaches_the_store_within_the_flush_interval() {
     let gw = Setup::default().toml("[client_info]\ntrusted_proxies = [\"127.0.0.1\"]").start();
     let cookie = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
+    let (_, v) = sessions(&gw, &cookie).await;
+    let id = v["sessions"][0]["id"].as_str().unwrap().to_string();
     gw.clock.advance(Duration::from_secs(300));
     let resp = client().get(gw.url("/app")).header("cookie", &cookie).header("x-forwarded-for", "198.51.100.23").send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    let (_, v) = sessions(&gw, &cookie).await;
-    let hash_of = |list: &serde_json::Value| list["sessions"][0]["id"].as_str().unwrap().to_string();
-    let id = hash_of(&v);
     // Poll the store itself (not the cache) for up to 5 s.
     let mut stored = None;
     for _ in 0..50 {

@@ -10,14 +10,15 @@ async fn the_list_shows_every_device_most_recent_first_and_marks_this_one() {
     let win = sign_in(&gw, DEMO_EMAIL, FIREFOX_WIN).await;
     let _other_person = sign_in(&gw, SAM_EMAIL, FIREFOX_WIN).await;
 
-    let (status, v) = sessions(&gw, &mac).await;
+    let (status, v) = sessions(&gw, &win).await;
     assert_eq!(status, 200);
     let list = v["sessions"].as_array().unwrap();
     assert_eq!(list.len(), 2, "only this person's sessions: {v}");
     assert_eq!(list[0]["device"], "Firefox on Windows", "most recently active first");
     assert_eq!(list[1]["device"], "Chrome on macOS");
-    assert_eq!(list[1]["current"], true);
-    assert_eq!(list[0]["current"], false);
+    assert_eq!(list[0]["current"], true);
+    assert_eq!(list[1]["current"], false);
+    assert_ne!(list[0]["last_active"], list[1]["last_active"]);
     for s in list {
         for key in ["id", "browser", "os", "device", "ip", "location", "last_active", "created_at", "sign_in_method", "auth_strength", "current"] {
             assert!(s.get(key).is_some(), "missing {key}");
@@ -26,12 +27,15 @@ async fn the_list_shows_every_device_most_recent_first_and_marks_this_one() {
         assert!(s["location"].is_null(), "no GeoIP database configured");
     }
 
-    // Using the Mac session makes it the most recent.
+    // Using the Mac session (any request, the sessions API included) makes it the most recent.
     gw.clock.advance(std::time::Duration::from_secs(60));
-    client().get(gw.url("/app")).header("cookie", &mac).send().await.unwrap();
-    let (_, v) = sessions(&gw, &win).await;
+    let (_, v) = sessions(&gw, &mac).await;
     assert_eq!(v["sessions"][0]["device"], "Chrome on macOS");
-    assert_eq!(v["sessions"][0]["current"], false);
+    assert_eq!(v["sessions"][0]["current"], true);
+    gw.clock.advance(std::time::Duration::from_secs(60));
+    client().get(gw.url("/app")).header("cookie", &win).send().await.unwrap();
+    let (_, v) = sessions(&gw, &_other_person).await;
+    assert_eq!(v["sessions"].as_array().unwrap().len(), 1, "Sam sees only Sam");
 }
 
 #[tokio::test]

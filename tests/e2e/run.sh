@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs the browser end-to-end tests in headless Debian Chromium.
+#
+#   DALEA_BIN=$CARGO_TARGET_DIR/debug/dalea-gateway tests/e2e/run.sh
+#
+# Installs the node packages from package-lock.json (npm ci) when node_modules is missing or
+# older than the lock file, checks that Chromium is there, and runs sessions.e2e.mjs.
+# The exit code is the test's. Screenshots and the gateway log land in tests/e2e/artifacts/.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+if [[ -z "${DALEA_BIN:-}" ]]; then
+  echo "run.sh: DALEA_BIN is not set; point it at the dalea-gateway binary, e.g." >&2
+  echo "  DALEA_BIN=\$CARGO_TARGET_DIR/debug/dalea-gateway $0" >&2
+  exit 2
+fi
+# A relative path is relative to where the caller stands, not to tests/e2e.
+case "$DALEA_BIN" in
+  /*) ;;
+  *) DALEA_BIN="$PWD/$DALEA_BIN" ;;
+esac
+if [[ ! -x "$DALEA_BIN" ]]; then
+  echo "run.sh: DALEA_BIN=$DALEA_BIN is not an executable file (build it with: cargo build --bin dalea-gateway)" >&2
+  exit 2
+fi
+
+chromium_bin="${CHROMIUM_PATH:-/usr/bin/chromium}"
+if [[ ! -x "$chromium_bin" ]]; then
+  echo "run.sh: Chromium not found at $chromium_bin; install it with: apt-get install -y chromium" >&2
+  echo "        (or set CHROMIUM_PATH to another Chromium binary)" >&2
+  exit 2
+fi
+
+cd "$here"
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "run.sh: node and npm are required (Node 20 or newer)" >&2
+  exit 2
+fi
+
+# npm ci when node_modules is missing, older than the lock file, or does not match it
+# (npm writes node_modules/.package-lock.json on every install).
+stale=0
+if [[ ! -d node_modules || ! -f node_modules/.package-lock.json ]]; then
+  stale=1
+elif [[ package-lock.json -nt node_modules/.package-lock.json || package.json -nt node_modules/.package-lock.json ]]; then
+  stale=1
+elif [[ ! -f node_modules/playwright-core/package.json ]]; then
+  stale=1
+fi
+if (( stale )); then
+  echo "run.sh: installing node packages (npm ci)"
+  npm ci --no-audit --no-fund
+fi
+
+export DALEA_BIN CHROMIUM_PATH="$chromium_bin"
+status=0
+node sessions.e2e.mjs || status=$?
+exit "$status"
