@@ -48,7 +48,8 @@ pub struct SessionView {
 /// What only the HTML page needs.
 #[derive(Debug, Default, Serialize)]
 pub struct PageExtras {
-    initials: String,
+    /// Phone icon instead of a laptop.
+    mobile: bool,
     location_label: Option<String>,
     last_active_ago: String,
     last_active_exact: String,
@@ -73,7 +74,8 @@ impl SessionView {
         let exact = |t: Millis| chrono::DateTime::from_timestamp_millis(t).map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default();
         SessionView {
             page: PageExtras {
-                initials: device.browser.chars().filter(|c| c.is_alphanumeric()).take(2).collect(),
+                mobile: s.client_hints.mobile == Some(true)
+                    || ["iOS", "Android", "iPadOS"].iter().any(|m| device.os.starts_with(m)),
                 location_label: location_label.filter(|l| !l.is_empty()),
                 last_active_ago: ago(last_active, now),
                 last_active_exact: exact(last_active),
