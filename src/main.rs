@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use dalea_gateway::auth::password;
+use dalea_gateway::auth::{password, UserDirectory};
+use dalea_gateway::client_info::ClientInfoResolver;
 use dalea_gateway::clock::SystemClock;
 use dalea_gateway::config::{Config, Overrides};
 
@@ -53,8 +54,8 @@ fn main() -> ExitCode {
             let overrides = Overrides { listen, admin_listen, data_dir };
             serve(&config, &overrides)
         }
-        Command::CheckConfig { config } => match Config::load(&config, &Overrides::default()) {
-            Ok(_) => {
+        Command::CheckConfig { config } => match check_config(&config) {
+            Ok(()) => {
                 println!("{}: OK", config.display());
                 ExitCode::SUCCESS
             }
@@ -87,6 +88,17 @@ fn serve(path: &std::path::Path, overrides: &Overrides) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Everything `serve` reads before it listens, except opening the store (which a running
+/// gateway holds): the config with its environment, the users file and the GeoIP database.
+fn check_config(path: &std::path::Path) -> Result<(), String> {
+    let config = Config::load(path, &Overrides::default()).map_err(|e| e.to_string())?;
+    UserDirectory::load(&config.users.file).map_err(|e| format!("users.file: {e}"))?;
+    let info = &config.client_info;
+    ClientInfoResolver::new(info.trusted_proxies.clone(), info.geoip_database.as_deref())
+        .map_err(|e| format!("client_info.geoip_database: {e}"))?;
+    Ok(())
 }
 
 fn hash_password() -> ExitCode {
