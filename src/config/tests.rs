@@ -104,7 +104,7 @@ fn example_file_loads_with_the_defaults() {
         d.session.activity_flush_interval
     );
     assert_eq!(c.session.sweep_interval, d.session.sweep_interval);
-    assert_eq!(c.users.file, d.users.file);
+    assert_eq!(c.users.file, PathBuf::from("/etc/dalea/users.example.toml"));
 }
 
 #[test]
