@@ -76,7 +76,8 @@ async fn check_credentials(
     Err(GatewayError::BadCredentials)
 }
 
-/// Starts the session and returns it with the `Set-Cookie` value.
+/// Starts the session and returns it with the `Set-Cookie` value. Always a fresh token, never
+/// one the browser brought.
 async fn start_session(
     state: &AppState,
     session: &Session,
@@ -96,6 +97,13 @@ async fn start_session(
     };
     let (s, token) = state.sessions.sign_in(new).await?;
     tracing::info!(user.id = %user.id, session.id = %s.id, outcome = "success", "signed in");
+    // The new cookie replaces whatever session this browser had: end that one rather than
+    // leave an unreachable session in someone's list until it expires.
+    if let Ok((Some(old), _)) = authenticate::identify(state, session.req_header(), None).await {
+        if old.session.session.token_hash != s.token_hash {
+            state.sessions.sign_out(&old.session.session.token_hash).await?;
+        }
+    }
     let cookie = set_cookie_for(state, &s, &token);
     Ok((s, cookie))
 }

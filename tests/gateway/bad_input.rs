@@ -769,6 +769,19 @@ async fn bad_input_never_loses_a_stored_session() {
     add("no host", http1("GET", b"/app", &[mac_line.as_bytes()], b""));
     add("odd host", http1("GET", b"/.dalea/api/sessions", &[b"host: \xff", mac_line.as_bytes()], b""));
     add("spoofed identity", http1("GET", b"/app", &[&host, b"x-dalea-user: sam", b"x-dalea-session: x", b"cookie: dalea_session=garbage"], b""));
+    add("broken chunked body", http1("POST", b"/.dalea/api/signin", &[&host, mac_line.as_bytes(), b"content-type: application/json", b"transfer-encoding: chunked"], b"zz\r\nabc\r\n0\r\n\r\n"));
+    add("non-numeric content-length", http1("POST", b"/.dalea/api/signin", &[&host, b"content-type: application/json", b"content-length: abc"], b"{}"));
+    add("negative content-length", http1("POST", b"/.dalea/signin", &[&host, b"content-type: application/x-www-form-urlencoded", b"content-length: -1"], b"a=1"));
+    add("conflicting content-lengths", http1("POST", b"/.dalea/api/signin", &[&host, b"content-type: application/json", b"content-length: 2", b"content-length: 5"], b"{}"));
+    add("content-length and chunked", http1("POST", b"/.dalea/api/signin", &[&host, b"content-type: application/json", b"content-length: 2", b"transfer-encoding: chunked"], b"2\r\n{}\r\n0\r\n\r\n"));
+    add("expect 100-continue, too large", http1("POST", b"/.dalea/api/signin", &[&host, b"content-type: application/json", b"content-length: 100000", b"expect: 100-continue"], b""));
+    let huge_cookie = format!("cookie: big={}; {mac}", "x".repeat(100_000));
+    add("100 KB of foreign cookie", http1("GET", b"/app", &[&host, huge_cookie.as_bytes()], b""));
+    add("20 KB rd", http1("GET", format!("/.dalea/signin?rd=/{}", "a".repeat(20_000)).as_bytes(), &[&host, mac_line.as_bytes()], b""));
+    add("control byte in path", http1("GET", b"/app\x01x", &[&host, mac_line.as_bytes()], b""));
+    add("non-utf8 path", http1("GET", b"/app/\xc3\xa9\xff", &[&host, mac_line.as_bytes()], b""));
+    add("CONNECT", http1("CONNECT", b"evil.example:443", &[&host, mac_line.as_bytes()], b""));
+    add("unknown method on a built-in page", http1("FOO", b"/.dalea/signin", &[&host, mac_line.as_bytes()], b""));
     add("rd trick", http1("GET", b"/.dalea/signin?rd=%2F%2Fevil.example", &[&host, mac_line.as_bytes()], b""));
 
     for (what, req) in &raw {

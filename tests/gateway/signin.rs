@@ -183,3 +183,25 @@ async fn repeated_failures_lock_the_account_for_a_while_but_not_others() {
     gw.clock.advance(std::time::Duration::from_secs(901));
     assert_eq!(attempt(DEMO_EMAIL, PASSWORD).await.status(), 200);
 }
+
+#[tokio::test]
+async fn signing_in_again_replaces_the_browsers_old_session_instead_of_orphaning_it() {
+    let gw = TestGateway::start();
+    let first = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
+    let other_device = sign_in(&gw, DEMO_EMAIL, FIREFOX_WIN).await;
+    let resp = client()
+        .post(gw.url("/.dalea/api/signin"))
+        .header("cookie", &first)
+        .header("user-agent", CHROME_MAC)
+        .json(&serde_json::json!({"email": DEMO_EMAIL, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let second = session_cookie(&resp).unwrap();
+    assert_ne!(first, second, "a fresh token, never the one the browser brought");
+    assert_eq!(client().get(gw.url("/app")).header("cookie", &first).send().await.unwrap().status(), 401);
+    let (_, v) = sessions(&gw, &second).await;
+    assert_eq!(v["sessions"].as_array().unwrap().len(), 2, "the new session and the other device: {v}");
+    assert_eq!(client().get(gw.url("/app")).header("cookie", &other_device).send().await.unwrap().status(), 200);
+}
