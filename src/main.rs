@@ -81,6 +81,7 @@ fn serve(path: &std::path::Path, overrides: &Overrides) -> ExitCode {
         Ok(built) => {
             tracing::info!(%listen, "dalea-gateway listening");
             built.server.run(pingora::server::RunArgs::default());
+            dalea_gateway::server::final_flush(&built.state);
             ExitCode::SUCCESS
         }
         Err(e) => {

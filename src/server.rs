@@ -82,6 +82,24 @@ pub fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Built> {
     Ok(Built { server, state })
 }
 
+/// Writes activity still in memory once the server has stopped (all requests are finished by
+/// then, so nothing recorded during the grace period is lost).
+pub fn final_flush(state: &AppState) {
+    let batch = state.sessions.activity.take_all();
+    if batch.is_empty() {
+        return;
+    }
+    let written = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(state.sessions.store.record_activity(&batch)).map_err(|e| e.to_string()));
+    match written {
+        Ok(()) => tracing::info!(sessions = batch.len(), "final activity flush"),
+        Err(e) => tracing::warn!(error = %e, sessions = batch.len(), "final activity flush failed"),
+    }
+}
+
 /// The admin listener: `/healthz` (the process answers) and `/readyz` (the store answers).
 struct AdminApp {
     state: Arc<AppState>,

@@ -10,6 +10,8 @@ use crate::error::GatewayError;
 
 pub const FORM: &str = "application/x-www-form-urlencoded";
 pub const JSON: &str = "application/json";
+/// How long one read of a request body may take.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Fails with 415 unless the request's media type is `expected` (parameters like charset allowed).
 pub fn require_content_type(session: &Session, expected: &'static str) -> Result<(), GatewayError> {
@@ -35,6 +37,8 @@ pub async fn read(session: &mut Session, limit: usize) -> Result<Vec<u8>, Gatewa
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(GatewayError::PayloadTooLarge);
     }
+    // A client that promises a body and then stalls must not hold the connection for long.
+    session.set_read_timeout(Some(BODY_READ_TIMEOUT));
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {

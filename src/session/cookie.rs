@@ -7,6 +7,9 @@ use std::time::Duration;
 use super::Token;
 
 const CSRF_COOKIE: &str = "dalea_csrf";
+/// How many session cookie copies one request may make us look up (each may cost a store
+/// read). Far more than any browser holds; a bound for hostile requests.
+const MAX_CANDIDATES: usize = 16;
 /// How long a sign-in form's CSRF cookie lives.
 const CSRF_MAX_AGE: Duration = Duration::from_secs(3600);
 
@@ -69,7 +72,7 @@ impl CookieJar {
         for (name, value) in cookie_pairs(cookie_headers) {
             if name == self.session_name.as_bytes() {
                 if let Some(t) = std::str::from_utf8(value).ok().and_then(Token::parse) {
-                    if out.len() < 4 && !out.contains(&t) {
+                    if out.len() < MAX_CANDIDATES && !out.contains(&t) {
                         out.push(t);
                     }
                 }
