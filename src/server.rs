@@ -19,6 +19,7 @@ use crate::config::{Config, UpstreamTarget};
 use crate::proxy::Gateway;
 use crate::session::activity::ActivityFlusher;
 use crate::session::sweeper::ExpirySweeper;
+use crate::session::store::SessionStore;
 use crate::session::Token;
 use crate::state::AppState;
 use crate::whoami::Whoami;
@@ -32,12 +33,18 @@ pub struct Built {
 /// Builds every service. Fails (with a message naming the problem) if the store, users file,
 /// GeoIP database or templates cannot be loaded.
 pub fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Built> {
+    let store = crate::state::open_store(&config)?;
+    build_with_store(config, clock, store)
+}
+
+/// [`build`] with the session store given.
+pub fn build_with_store(config: Config, clock: Arc<dyn Clock>, store: Arc<dyn SessionStore>) -> anyhow::Result<Built> {
     let whoami = if config.upstreams.iter().any(|u| u.target == UpstreamTarget::Whoami) {
         Some(Whoami::bind()?)
     } else {
         None
     };
-    let state = AppState::build(config, clock.clone(), whoami.as_ref().map(|w| w.addr))?;
+    let state = AppState::with_store(config, clock.clone(), whoami.as_ref().map(|w| w.addr), store)?;
     let cfg = &state.config;
 
     let conf = ServerConf {

@@ -19,6 +19,13 @@ use crate::session::embedded::EmbeddedStore;
 use crate::session::manager::SessionManager;
 use crate::session::store::SessionStore;
 
+/// The store the config asks for.
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn SessionStore>> {
+    Ok(match config.store.kind {
+        StoreKind::Embedded => Arc::new(EmbeddedStore::open(&config.store.path)?),
+    })
+}
+
 /// How many sessions the in-memory cache holds before it drops some (they are re-read from the
 /// store on their next request).
 const CACHE_CAPACITY: usize = 100_000;
@@ -41,9 +48,17 @@ impl AppState {
     /// Opens the store, loads users, GeoIP and templates. `whoami` is the address of the
     /// built-in demo upstream when the config uses it.
     pub fn build(config: Config, clock: Arc<dyn Clock>, whoami: Option<SocketAddr>) -> anyhow::Result<Arc<Self>> {
-        let store: Arc<dyn SessionStore> = match config.store.kind {
-            StoreKind::Embedded => Arc::new(EmbeddedStore::open(&config.store.path)?),
-        };
+        let store = open_store(&config)?;
+        Self::with_store(config, clock, whoami, store)
+    }
+
+    /// Like [`AppState::build`] with the session store given (tests inject faults this way).
+    pub fn with_store(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        whoami: Option<SocketAddr>,
+        store: Arc<dyn SessionStore>,
+    ) -> anyhow::Result<Arc<Self>> {
         let users = UserDirectory::load(&config.users.file).map_err(anyhow::Error::msg)?;
         let client_info = ClientInfoResolver::new(
             config.client_info.trusted_proxies.clone(),

@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 mod client_info;
 mod expiry;
+mod outage;
 mod proxying;
 mod sessions;
 mod signin;

@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dalea_gateway::clock::ManualClock;
 use dalea_gateway::config::{Config, Overrides};
+use dalea_gateway::session::store::SessionStore;
 use dalea_gateway::state::AppState;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 use tokio::sync::oneshot;
@@ -56,6 +57,8 @@ pub struct Setup {
     pub clock: ManualClock,
     /// `DALEA__*` variables as the gateway would read them from the environment.
     pub env: Vec<(String, String)>,
+    /// Wraps the real store (fault injection for outage tests).
+    pub wrap_store: Option<Box<dyn FnOnce(Arc<dyn SessionStore>) -> Arc<dyn SessionStore>>>,
 }
 
 impl Default for Setup {
@@ -67,6 +70,7 @@ impl Default for Setup {
             clock: ManualClock::starting_now(),
             // The tests talk plain HTTP, like the dev config; tests of secure cookies set it back.
             env: vec![("DALEA__SESSION__COOKIE_SECURE".into(), "false".into())],
+            wrap_store: None,
         }
     }
 }
@@ -107,6 +111,11 @@ impl Setup {
         self
     }
 
+    pub fn wrap_store(mut self, wrap: impl FnOnce(Arc<dyn SessionStore>) -> Arc<dyn SessionStore> + 'static) -> Self {
+        self.wrap_store = Some(Box::new(wrap));
+        self
+    }
+
     pub fn clock(mut self, clock: ManualClock) -> Self {
         self.clock = clock;
         self
@@ -143,7 +152,11 @@ impl Setup {
         );
         let overrides = Overrides { data_dir: Some(data_dir.clone()), ..Overrides::default() };
         let config = Config::from_toml_str(&text, tmp.path(), &self.env, &overrides).expect("test config loads");
-        let built = dalea_gateway::server::build(config, Arc::new(self.clock.clone())).expect("gateway builds");
+        let mut store = dalea_gateway::state::open_store(&config).expect("store opens");
+        if let Some(wrap) = self.wrap_store {
+            store = wrap(store);
+        }
+        let built = dalea_gateway::server::build_with_store(config, Arc::new(self.clock.clone()), store).expect("gateway builds");
         let state = built.state.clone();
         let (tx, rx) = oneshot::channel();
         let server = built.server;
