@@ -49,6 +49,9 @@ impl ShutdownSignalWatch for TestShutdown {
     }
 }
 
+/// Replaces the store the gateway would open with one built around it.
+pub type StoreWrapper = Box<dyn FnOnce(Arc<dyn SessionStore>) -> Arc<dyn SessionStore>>;
+
 /// Builder for a gateway under test.
 pub struct Setup {
     pub extra_toml: String,
@@ -58,7 +61,7 @@ pub struct Setup {
     /// `DALEA__*` variables as the gateway would read them from the environment.
     pub env: Vec<(String, String)>,
     /// Wraps the real store (fault injection for outage tests).
-    pub wrap_store: Option<Box<dyn FnOnce(Arc<dyn SessionStore>) -> Arc<dyn SessionStore>>>,
+    pub wrap_store: Option<StoreWrapper>,
 }
 
 impl Default for Setup {
