@@ -46,6 +46,10 @@ pub fn build_with_store(config: Config, clock: Arc<dyn Clock>, store: Arc<dyn Se
     };
     let state = AppState::with_store(config, clock.clone(), whoami.as_ref().map(|w| w.addr), store)?;
     let cfg = &state.config;
+    // pingora retries a busy port forever while reporting nothing; fail at start-up instead.
+    for (key, addr) in [("server.listen", cfg.server.listen), ("server.admin_listen", cfg.server.admin_listen)] {
+        std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("{key}: cannot listen on {addr}: {e}"))?;
+    }
 
     let conf = ServerConf {
         threads: cfg.server.threads,

@@ -33,6 +33,10 @@ fn resolve(raw: &str) -> Option<String> {
         out.push('?');
         out.push_str(q);
     }
+    // And once more on what the parser made of it ("/.//evil" resolves to "//evil").
+    if out.starts_with("//") || out.contains('\\') {
+        return None;
+    }
     // Never bounce back into the sign-in page itself.
     if out.starts_with("/.dalea/signin") || out.starts_with("/.dalea/signout") {
         return None;
@@ -68,6 +72,10 @@ mod tests {
             "/%2F/evil.example",
             "/%5Cevil.example",
             "/%0d%0aSet-Cookie:x=1",
+            "/.//evil.example",
+            "/ok/../..//evil.example",
+            "/%2e%2e//evil.example",
+            "/./\\evil.example",
         ] {
             let got = safe_redirect(Some(bad));
             assert!(got.starts_with('/') && !got.starts_with("//"), "{bad:?} → {got:?}");

@@ -59,11 +59,21 @@ impl ProxyHttp for Gateway {
 
         let req = session.req_header();
         let host = routes::request_host(req);
-        let route = match self.state.routes.lookup(host.as_deref(), req.uri.path()) {
+        if host.is_none() && req.version == http::Version::HTTP_11 {
+            let err = GatewayError::BadRequest("HTTP/1.1 requests need a Host header.".into());
+            return self.refuse(session, &err).await;
+        }
+        // Route on the target exactly as received (and as the upstream will receive it), not on
+        // the parser's idea of it: "GET private/x" has no path of its own.
+        let target = String::from_utf8_lossy(req.raw_path());
+        let path = target.split('?').next().unwrap_or_default();
+        let route = match self.state.routes.lookup(host.as_deref(), path) {
             Ok(Some(route)) => route.clone(),
             Ok(None) => return self.refuse(session, &GatewayError::NotFound).await,
             Err(routes::BadPath) => {
-                let err = GatewayError::BadRequest("The path contains '.' or '..' segments.".into());
+                let err = GatewayError::BadRequest(
+                    "The path is not allowed: it has '.' or '..' segments, encoded slashes or control characters.".into(),
+                );
                 return self.refuse(session, &err).await;
             }
         };

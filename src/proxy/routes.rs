@@ -63,7 +63,7 @@ impl RouteTable {
             .map(|r| Route {
                 name: r.name.clone(),
                 host: r.host.clone(),
-                prefix: normalise(&r.path_prefix).unwrap_or_else(|_| r.path_prefix.clone()),
+                prefix: route_prefix(&r.path_prefix),
                 upstream: r.upstream,
                 access: r.access,
             })
@@ -83,18 +83,32 @@ impl RouteTable {
 }
 
 fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if prefix.ends_with('/') {
-        return path.starts_with(prefix);
+    if prefix == "/" {
+        return true;
     }
     path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// The path as routing sees it; dot segments are refused rather than resolved.
+/// The path as routing sees it: percent-decoded once (as the upstream will see it), `\` as
+/// `/`, repeated slashes collapsed. Refused instead of interpreted: targets not starting with
+/// `/`, encoded separators or NUL (`%2f`, `%5c`, `%00`), control characters, and `.`/`..`
+/// segments, also with path parameters (`..;x`), which some servers resolve.
 pub fn normalise(path: &str) -> Result<String, BadPath> {
-    let mut out = String::with_capacity(path.len());
-    let decoded_dots = path.replace("%2e", ".").replace("%2E", ".");
-    for segment in decoded_dots.split(['/', '\\']) {
-        if segment == "." || segment == ".." {
+    if !path.starts_with('/') {
+        return Err(BadPath);
+    }
+    let lower = path.to_ascii_lowercase();
+    if ["%2f", "%5c", "%00"].iter().any(|bad| lower.contains(bad)) {
+        return Err(BadPath);
+    }
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    if decoded.chars().any(char::is_control) {
+        return Err(BadPath);
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for segment in decoded.split(['/', '\\']) {
+        let bare = segment.split(';').next().unwrap_or_default();
+        if bare == "." || bare == ".." {
             return Err(BadPath);
         }
         if segment.is_empty() {
@@ -103,10 +117,20 @@ pub fn normalise(path: &str) -> Result<String, BadPath> {
         out.push('/');
         out.push_str(segment);
     }
-    if out.is_empty() || path.ends_with('/') || path.ends_with('\\') {
+    if out.is_empty() || decoded.ends_with('/') || decoded.ends_with('\\') {
         out.push('/');
     }
     Ok(out)
+}
+
+/// A configured prefix in the form [`prefix_matches`] expects: normalised, and without a
+/// trailing slash (so `/admin/` also covers the bare `/admin`).
+fn route_prefix(prefix: &str) -> String {
+    let p = normalise(prefix).unwrap_or_else(|_| prefix.to_string());
+    match p.trim_end_matches('/') {
+        "" => "/".to_string(),
+        trimmed => trimmed.to_string(),
+    }
 }
 
 /// The request's host, lower-case without port, from `Host` (HTTP/1) or the URI authority (HTTP/2).
@@ -131,13 +155,18 @@ mod tests {
     #[test]
     fn normalising_collapses_slashes_and_refuses_dot_segments() {
         assert_eq!(normalise("/"), Ok("/".into()));
-        assert_eq!(normalise(""), Ok("/".into()));
+        assert_eq!(normalise(""), Err(BadPath), "a target must start with /");
+        assert_eq!(normalise("private/x"), Err(BadPath));
         assert_eq!(normalise("//admin"), Ok("/admin".into()));
         assert_eq!(normalise("/\\admin/x/"), Ok("/admin/x/".into()));
         assert_eq!(normalise("/public/../admin"), Err(BadPath));
         assert_eq!(normalise("/public/%2e%2E/admin"), Err(BadPath));
         assert_eq!(normalise("/a/./b"), Err(BadPath));
         assert_eq!(normalise("/a..b/c"), Ok("/a..b/c".into()));
+        assert_eq!(normalise("/%70rivate/x"), Ok("/private/x".into()), "decoded like the upstream will");
+        for bad in ["/public/..%2fprivate", "/private%2Fx", "/%2fprivate", "/a%5cb", "/a%00b", "/public/..;/private", "/a/.;x/b", "/a%0d%0ab"] {
+            assert_eq!(normalise(bad), Err(BadPath), "{bad}");
+        }
     }
 
     #[test]
@@ -146,7 +175,8 @@ mod tests {
         assert!(prefix_matches("/admin", "/admin/users"));
         assert!(!prefix_matches("/admin", "/administrator"));
         assert!(prefix_matches("/", "/anything"));
-        assert!(prefix_matches("/api/", "/api/x"));
-        assert!(!prefix_matches("/api/", "/api"));
+        assert_eq!(route_prefix("/api/"), "/api");
+        assert!(prefix_matches(&route_prefix("/api/"), "/api"), "a trailing slash in config still covers the bare path");
+        assert_eq!(route_prefix("/"), "/");
     }
 }

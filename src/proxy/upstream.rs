@@ -7,12 +7,20 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use super::ctx::RequestCtx;
 use crate::session::cookie::CookieJar;
 
-const IDENTITY_PREFIX: &str = "x-dalea-";
+/// Headers only the gateway may set. Names are compared the way CGI/WSGI-style apps see them
+/// (`X_Dalea_User` and `X-Dalea-User` both become `HTTP_X_DALEA_USER`), so underscore
+/// spellings are removed too. Forwarding headers spelled with underscores are never legitimate.
+fn is_reserved(name: &str) -> bool {
+    let folded = name.replace('_', "-");
+    folded.starts_with("x-dalea-")
+        || folded == "x-real-ip"
+        || (name.contains('_') && (folded.starts_with("x-forwarded-") || folded == "forwarded"))
+}
 
 /// Rewrites the request headers for the upstream.
 pub fn rewrite_request(req: &mut RequestHeader, ctx: &RequestCtx, cookies: &CookieJar) -> pingora::Result<()> {
-    let spoofed: Vec<http::HeaderName> =
-        req.headers.keys().filter(|k| k.as_str().starts_with(IDENTITY_PREFIX)).cloned().collect();
+    // Header names are already lower case in the `http` crate's map.
+    let spoofed: Vec<http::HeaderName> = req.headers.keys().filter(|k| is_reserved(k.as_str())).cloned().collect();
     for name in spoofed {
         req.remove_header(&name);
     }
@@ -37,8 +45,10 @@ pub fn rewrite_request(req: &mut RequestHeader, ctx: &RequestCtx, cookies: &Cook
 
 /// `X-Forwarded-For/Proto/Host`: a trusted proxy's values are extended, anyone else's replaced.
 fn forwarded_headers(req: &mut RequestHeader, ctx: &RequestCtx) -> pingora::Result<()> {
+    // Every field of a repeated header counts (a proxy may add its own line).
     let header_str = |req: &RequestHeader, name: &str| {
-        req.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+        let values: Vec<&str> = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+        (!values.is_empty()).then(|| values.join(", "))
     };
     // A trusted proxy's chain is kept and its own address appended, as every proxy does.
     let peer = ctx.peer_ip.map(|ip| ip.to_string()).unwrap_or_default();
@@ -63,6 +73,9 @@ fn forwarded_headers(req: &mut RequestHeader, ctx: &RequestCtx) -> pingora::Resu
         req.remove_header("x-forwarded-for");
     }
     req.insert_header("x-forwarded-proto", proto)?;
+    if let Some(ip) = ctx.client_ip {
+        req.insert_header("x-real-ip", ip.to_string())?;
+    }
     match host {
         Some(h) => req.insert_header("x-forwarded-host", h)?,
         None => {
@@ -87,4 +100,19 @@ pub fn rewrite_response(resp: &mut ResponseHeader, ctx: &RequestCtx, cookies: &C
         resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_names_cover_underscore_spellings() {
+        for name in ["x-dalea-user", "x_dalea_user", "x-dalea_email", "x_forwarded_for", "x-real-ip", "x_real_ip"] {
+            assert!(is_reserved(name), "{name}");
+        }
+        for name in ["x-forwarded-for", "forwarded", "x-request-id", "accept", "x_custom"] {
+            assert!(!is_reserved(name), "{name}");
+        }
+    }
 }

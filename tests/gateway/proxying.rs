@@ -112,3 +112,71 @@ async fn a_dead_cookie_on_a_public_route_passes_anonymously_and_is_cleared() {
     assert!(seen(&got, "x-dalea-user").is_empty());
     assert!(cookies.iter().any(|c| c.starts_with("dalea_session=;") && c.contains("Max-Age=0")), "{cookies:?}");
 }
+
+/// Paths an upstream would decode to a stricter route's path never get there anonymously.
+#[tokio::test]
+async fn encoded_and_parameterised_paths_cannot_reach_a_stricter_route() {
+    let gw = Setup::default()
+        .routes(
+            "[[routes]]\npath_prefix = \"/private/\"\nupstream = \"app\"\naccess = \"session\"\n\
+             [[routes]]\npath_prefix = \"/\"\nupstream = \"app\"\naccess = \"public\"\n",
+        )
+        .start();
+    let get = |target: &str| raw_request(gw.addr, format!("GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes());
+    for target in ["/%70rivate/secret", "/privat%65/secret", "/private", "//private/secret", "/\\private/secret"] {
+        let resp = get(target);
+        assert!(resp.starts_with("HTTP/1.1 401"), "{target} must need a session: {resp}");
+    }
+    for target in ["/public/..%2fprivate/secret", "/private%2fsecret", "/%2fprivate/secret", "/x/..;/private/secret", "private/secret", "/a%00b"] {
+        let resp = get(target);
+        assert!(resp.starts_with("HTTP/1.1 400"), "{target} must be refused: {resp}");
+    }
+    assert!(get("/public/page").starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn underscore_spellings_of_identity_headers_are_stripped_and_forwarding_headers_set() {
+    let gw = Setup::default().toml("[client_info]\ntrusted_proxies = [\"127.0.0.1\"]").start();
+    let cookie = sign_in(&gw, SAM_EMAIL, CHROME_MAC).await;
+    let resp = client()
+        .get(gw.url("/app"))
+        .header("cookie", &cookie)
+        .header("x_dalea_user", "demo")
+        .header("X_Dalea_Email", "ceo@example.com")
+        .header("x_forwarded_for", "6.6.6.6")
+        .header("x-real-ip", "9.9.9.9")
+        .header("x-forwarded-for", "203.0.113.1")
+        .header("x-forwarded-for", "198.51.100.7")
+        .send()
+        .await
+        .unwrap();
+    let got: serde_json::Value = resp.json().await.unwrap();
+    let names: Vec<String> = got["headers"].as_array().unwrap().iter().map(|h| h[0].as_str().unwrap().to_string()).collect();
+    assert!(!names.iter().any(|n| n.contains('_')), "{names:?}");
+    assert_eq!(seen(&got, "x-dalea-user"), vec!["sam"]);
+    assert_eq!(seen(&got, "x-forwarded-for"), vec!["203.0.113.1, 198.51.100.7, 127.0.0.1"], "every line of a trusted chain is kept");
+    assert_eq!(seen(&got, "x-real-ip"), vec!["198.51.100.7"], "the client as the gateway resolved it");
+}
+
+#[tokio::test]
+async fn http11_without_a_host_is_refused() {
+    let gw = TestGateway::start();
+    let resp = raw_request(gw.addr, b"GET /public/x HTTP/1.1\r\nconnection: close\r\n\r\n");
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+}
+
+#[tokio::test]
+async fn a_busy_listen_port_is_a_startup_error_naming_the_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users.toml"), "").unwrap();
+    let text = format!(
+        "[server]\nlisten = \"{addr}\"\nadmin_listen = \"127.0.0.1:0\"\n[users]\nfile = \"users.toml\"\n\
+         [[upstreams]]\nname = \"a\"\naddress = \"127.0.0.1:9\"\n[[routes]]\nupstream = \"a\"\n"
+    );
+    let overrides = dalea_gateway::config::Overrides { data_dir: Some(dir.path().join("data")), ..Default::default() };
+    let config = dalea_gateway::config::Config::from_toml_str(&text, dir.path(), &[], &overrides).unwrap();
+    let err = dalea_gateway::server::build(config, std::sync::Arc::new(dalea_gateway::clock::SystemClock)).err().expect("must fail");
+    assert!(err.to_string().starts_with("server.listen: cannot listen on"), "{err}");
+}
