@@ -28,6 +28,10 @@ pub enum GatewayError {
     TooManyAttempts(u64),
     #[error("Sessions are temporarily unavailable. Nothing was lost; try again in a moment.")]
     StoreUnavailable,
+    #[error("The application behind the gateway is not answering. Try again in a moment.")]
+    UpstreamUnavailable,
+    #[error("The application behind the gateway took too long to answer.")]
+    UpstreamTimeout,
     #[error("Something went wrong on our side.")]
     Internal,
 }
@@ -45,6 +49,8 @@ impl GatewayError {
             GatewayError::UnsupportedMediaType(_) => 415,
             GatewayError::TooManyAttempts(_) => 429,
             GatewayError::StoreUnavailable => 503,
+            GatewayError::UpstreamUnavailable => 502,
+            GatewayError::UpstreamTimeout => 504,
             GatewayError::Internal => 500,
         }
     }
@@ -64,6 +70,8 @@ impl GatewayError {
             GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",
             GatewayError::TooManyAttempts(_) => "too_many_attempts",
             GatewayError::StoreUnavailable => "store_unavailable",
+            GatewayError::UpstreamUnavailable => "upstream_unavailable",
+            GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::Internal => "internal",
         }
     }
@@ -85,6 +93,25 @@ impl GatewayError {
             map.insert(k.to_string(), serde_json::Value::String(v.to_string()));
         }
         body.to_string().into_bytes()
+    }
+}
+
+impl GatewayError {
+    /// What a failed proxy attempt means to the client; `None` when the client connection
+    /// itself is gone (nothing left to answer).
+    pub fn from_proxy_failure(e: &pingora::Error) -> Option<Self> {
+        use pingora::{ErrorSource, ErrorType};
+        match (e.esource(), e.etype()) {
+            (_, ErrorType::HTTPStatus(code)) if *code >= 500 => Some(GatewayError::UpstreamUnavailable),
+            (_, ErrorType::HTTPStatus(_)) => Some(GatewayError::BadRequest("The request could not be processed.".into())),
+            (ErrorSource::Upstream, ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
+                Some(GatewayError::UpstreamTimeout)
+            }
+            (ErrorSource::Upstream, _) => Some(GatewayError::UpstreamUnavailable),
+            (ErrorSource::Downstream, ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed) => None,
+            (ErrorSource::Downstream, _) => Some(GatewayError::BadRequest("The request could not be read.".into())),
+            _ => Some(GatewayError::Internal),
+        }
     }
 }
 

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::error::GatewayError;
 use crate::pages;
@@ -111,6 +111,10 @@ impl ProxyHttp for Gateway {
         upstream::rewrite_request(req, ctx, &self.state.cookies)
     }
 
+    async fn fail_to_proxy(&self, session: &mut Session, e: &pingora::Error, _ctx: &mut RequestCtx) -> FailToProxy {
+        self.answer_failure(session, e).await
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -122,6 +126,21 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
+    /// A failed proxy attempt, answered like every other gateway error (JSON or a page).
+    async fn answer_failure(&self, session: &mut Session, e: &pingora::Error) -> FailToProxy {
+        let Some(err) = GatewayError::from_proxy_failure(e) else {
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+        };
+        tracing::warn!(error = %e, status = err.status(), "proxying failed");
+        if session.response_written().is_none() {
+            session.set_keepalive(None);
+            if let Err(write) = self.refuse(session, &err).await {
+                tracing::debug!(error = %write, "could not send the error response");
+            }
+        }
+        FailToProxy { error_code: err.status(), can_reuse_downstream: false }
+    }
+
     fn resolve_client(&self, session: &Session, ctx: &mut RequestCtx) {
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let xff = session.req_header().headers.get_all("x-forwarded-for");

@@ -180,3 +180,28 @@ async fn a_busy_listen_port_is_a_startup_error_naming_the_key() {
     let err = dalea_gateway::server::build(config, std::sync::Arc::new(dalea_gateway::clock::SystemClock)).err().expect("must fail");
     assert!(err.to_string().starts_with("server.listen: cannot listen on"), "{err}");
 }
+
+#[tokio::test]
+async fn an_unreachable_or_silent_upstream_gets_a_clear_502_or_504() {
+    let dead = free_addr(); // nothing listens there any more
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); // accepts (backlog), never answers
+    let gw = Setup::default()
+        .toml(&format!(
+            "[[upstreams]]\nname = \"dead\"\naddress = \"{dead}\"\n\
+             [[upstreams]]\nname = \"silent\"\naddress = \"{}\"\nread_timeout = \"1s\"\n",
+            silent.local_addr().unwrap()
+        ))
+        .routes(
+            "[[routes]]\npath_prefix = \"/dead\"\nupstream = \"dead\"\naccess = \"public\"\n\
+             [[routes]]\npath_prefix = \"/silent\"\nupstream = \"silent\"\naccess = \"public\"\n",
+        )
+        .start();
+    let resp = client().get(gw.url("/dead/x")).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["error"], "upstream_unavailable");
+
+    let resp = client().get(gw.url("/silent/x")).header("accept", "text/html").send().await.unwrap();
+    assert_eq!(resp.status(), 504);
+    assert!(resp.text().await.unwrap().contains("took too long"));
+}
