@@ -14,6 +14,7 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use crate::auth::reload::UsersReloader;
 use crate::clock::Clock;
 use crate::config::{Config, UpstreamTarget};
 use crate::proxy::Gateway;
@@ -23,6 +24,9 @@ use crate::session::store::SessionStore;
 use crate::session::Token;
 use crate::state::AppState;
 use crate::whoami::Whoami;
+
+/// How often the users file's modification time is checked.
+const USERS_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A built, not yet running gateway.
 pub struct Built {
@@ -79,6 +83,10 @@ pub fn build_with_store(config: Config, clock: Arc<dyn Clock>, store: Arc<dyn Se
             interval: cfg.session.activity_flush_interval,
             grace_period: cfg.server.shutdown_grace_period,
         },
+    ));
+    server.add_service(background_service(
+        "users",
+        UsersReloader { users: state.users.clone(), path: cfg.users.file.clone(), interval: USERS_CHECK_INTERVAL },
     ));
     server.add_service(background_service(
         "sweeper",

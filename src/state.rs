@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::auth::password::PasswordVerifierPool;
 use crate::auth::throttle::SignInThrottle;
+use crate::auth::reload::Users;
 use crate::auth::UserDirectory;
 use crate::client_info::ClientInfoResolver;
 use crate::clock::{millis, Clock};
@@ -35,7 +36,8 @@ const MAX_PENDING_ACTIVITY: usize = 200_000;
 pub struct AppState {
     pub config: Config,
     pub sessions: SessionManager,
-    pub users: UserDirectory,
+    /// The users file, reloaded when it changes.
+    pub users: Arc<Users>,
     pub passwords: PasswordVerifierPool,
     pub throttle: SignInThrottle,
     pub client_info: ClientInfoResolver,
@@ -59,7 +61,7 @@ impl AppState {
         whoami: Option<SocketAddr>,
         store: Arc<dyn SessionStore>,
     ) -> anyhow::Result<Arc<Self>> {
-        let users = UserDirectory::load(&config.users.file).map_err(anyhow::Error::msg)?;
+        let users = Arc::new(Users::new(UserDirectory::load(&config.users.file).map_err(anyhow::Error::msg)?));
         let client_info = ClientInfoResolver::new(
             config.client_info.trusted_proxies.clone(),
             config.client_info.geoip_database.as_deref(),

@@ -2,6 +2,7 @@
 //! (OAuth, passkeys and TOTP join here as their own modules.)
 
 pub mod password;
+pub mod reload;
 pub mod throttle;
 pub mod users;
 

@@ -158,7 +158,7 @@ pub async fn page(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
         }
         other => other?,
     };
-    let user = state.users.by_id(&identity.user_id).ok_or(GatewayError::SignInRequired)?;
+    let user = state.users.current().by_id(&identity.user_id).ok_or(GatewayError::SignInRequired)?;
     let views = views(state, &identity).await?;
     // Only fixed messages: nothing from the query string reaches the page as text.
     let notice = match query_param(session, "done").as_deref() {

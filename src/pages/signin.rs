@@ -63,7 +63,7 @@ async fn check_credentials(
         tracing::info!(outcome = "throttled", client.ip = ?ctx.client_ip, "sign-in refused: too many failures");
         return Err(GatewayError::TooManyAttempts(retry.as_secs()));
     }
-    let user = state.users.by_email(email);
+    let user = state.users.current().by_email(email);
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     if state.passwords.verify(password.to_string(), hash).await {
         if let Some(user) = user {

@@ -40,7 +40,7 @@ pub async fn identify(
     match state.sessions.lookup(&tokens).await? {
         Lookup::Found(cached) => {
             // A session ends with the person it rests on: removed from the users file → gone.
-            let Some(user) = state.users.by_id(&cached.session.user_id) else {
+            let Some(user) = state.users.current().by_id(&cached.session.user_id) else {
                 state.sessions.sign_out(&cached.session.token_hash).await?;
                 return Ok((None, true));
             };

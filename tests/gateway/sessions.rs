@@ -127,3 +127,37 @@ async fn the_sessions_page_without_a_session_goes_to_sign_in() {
     let api = client().get(gw.url("/.dalea/api/sessions")).send().await.unwrap();
     assert_eq!(api.status(), 401);
 }
+
+/// Sessions end with the person they rest on: removing someone from the users file (no restart)
+/// signs them out at their next request; a broken edit changes nothing.
+#[tokio::test]
+async fn removing_a_person_from_the_users_file_ends_their_sessions() {
+    let gw = TestGateway::start();
+    let demo = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
+    let sam = sign_in(&gw, SAM_EMAIL, CHROME_MAC).await;
+    let original = std::fs::read_to_string(&gw.users_file).unwrap();
+
+    std::fs::write(&gw.users_file, "[[users]]\nemail = \"broken").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(client().get(gw.url("/app")).header("cookie", &sam).send().await.unwrap().status(), 200, "a broken file is not applied");
+
+    let without_sam = original.split("[[users]]").filter(|u| !u.contains(SAM_EMAIL)).collect::<Vec<_>>().join("[[users]]");
+    std::fs::write(&gw.users_file, without_sam).unwrap();
+    let mut status = 200;
+    for _ in 0..60 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        status = client().get(gw.url("/app")).header("cookie", &sam).send().await.unwrap().status().as_u16();
+        if status != 200 {
+            break;
+        }
+    }
+    assert_eq!(status, 401, "Sam's session ended once the file no longer lists Sam");
+    assert_eq!(client().get(gw.url("/app")).header("cookie", &demo).send().await.unwrap().status(), 200);
+    let signin = client()
+        .post(gw.url("/.dalea/api/signin"))
+        .json(&serde_json::json!({"email": SAM_EMAIL, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signin.status(), 401);
+}
