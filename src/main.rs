@@ -76,10 +76,10 @@ fn serve(path: &std::path::Path, overrides: &Overrides) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let listen = config.server.listen;
+    let (listen, admin) = (config.server.listen, config.server.admin_listen);
     match dalea_gateway::server::build(config, Arc::new(SystemClock)) {
         Ok(built) => {
-            tracing::info!(%listen, "dalea-gateway listening");
+            tracing::info!(%listen, %admin, "dalea-gateway starting");
             built.server.run(pingora::server::RunArgs::default());
             dalea_gateway::server::final_flush(&built.state);
             ExitCode::SUCCESS
@@ -128,7 +128,11 @@ fn hash_password() -> ExitCode {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

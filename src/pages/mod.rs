@@ -54,7 +54,8 @@ pub async fn handle(state: &AppState, session: &mut Session, ctx: &RequestCtx) -
                 session.set_keepalive(None);
             }
             let html = !api && authenticate::accepts_html(session.req_header());
-            Reply::error(&err, html.then(|| state.templates.error_page(&err)), None)
+            let signin = (err == GatewayError::SignInRequired).then_some(("signin_url", SIGNIN_PATH));
+            Reply::error(&err, html.then(|| state.templates.error_page(&err)), signin)
         }
     };
     reply.send(session).await

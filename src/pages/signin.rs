@@ -60,7 +60,7 @@ async fn check_credentials(
 ) -> Result<std::sync::Arc<User>, GatewayError> {
     let now = state.sessions.now();
     if let Err(retry) = state.throttle.check(email, ctx.client_ip, now) {
-        tracing::info!(outcome = "throttled", client.ip = ?ctx.client_ip, "sign-in refused: too many failures");
+        tracing::info!(outcome = "throttled", user.email = %email, client.ip = %ip_field(ctx), "sign-in refused: too many failures");
         return Err(GatewayError::TooManyAttempts(retry.as_secs()));
     }
     let user = state.users.current().by_email(email);
@@ -72,8 +72,13 @@ async fn check_credentials(
         }
     }
     state.throttle.record_failure(email, ctx.client_ip, now);
-    tracing::info!(outcome = "failure", client.ip = ?ctx.client_ip, "sign-in failed");
+    tracing::info!(outcome = "failure", user.email = %email, client.ip = %ip_field(ctx), "sign-in failed");
     Err(GatewayError::BadCredentials)
+}
+
+/// The client IP for log lines ("-" when unknown).
+fn ip_field(ctx: &RequestCtx) -> String {
+    ctx.client_ip.map_or_else(|| "-".to_string(), |ip| ip.to_string())
 }
 
 /// Starts the session and returns it with the `Set-Cookie` value. Always a fresh token, never
@@ -96,7 +101,7 @@ async fn start_session(
         client_hints: ClientHints::from_headers(headers),
     };
     let (s, token) = state.sessions.sign_in(new).await?;
-    tracing::info!(user.id = %user.id, session.id = %s.id, outcome = "success", "signed in");
+    tracing::info!(user.id = %user.id, session.id = %s.id, client.ip = %ip_field(ctx), outcome = "success", "signed in");
     // The new cookie replaces whatever session this browser had: end that one rather than
     // leave an unreachable session in someone's list until it expires.
     if let Ok((Some(old), _)) = authenticate::identify(state, session.req_header(), None).await {
