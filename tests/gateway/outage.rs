@@ -88,13 +88,7 @@ async fn an_outage_answers_503_signs_nobody_out_and_deletes_nothing() {
     assert!(resp.headers().get("location").is_none());
     assert!(set_cookies(&resp).is_empty(), "the cookie is kept");
     // Sign-in and the sessions list say so too.
-    let signin = client()
-        .post(gw.url("/.dalea/api/signin"))
-        .json(&serde_json::json!({"email": SAM_EMAIL, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signin.status(), 503);
+    assert_eq!(try_sign_in(&gw, SAM_EMAIL, PASSWORD).await.status(), 503);
     assert_eq!(sessions(&gw, &cached).await.0, 503);
     // Public routes do not depend on the store at all.
     assert_eq!(client().get(gw.url("/public/x")).header("cookie", &uncached).send().await.unwrap().status(), 200);

@@ -48,12 +48,7 @@ async fn json_sign_in_sets_a_hardened_cookie_and_never_echoes_the_token() {
 #[tokio::test]
 async fn not_remembered_sessions_get_a_browser_session_cookie() {
     let gw = TestGateway::start();
-    let resp = client()
-        .post(gw.url("/.dalea/api/signin"))
-        .json(&serde_json::json!({"email": DEMO_EMAIL, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let resp = try_sign_in(&gw, DEMO_EMAIL, PASSWORD).await;
     assert_eq!(resp.status(), 200);
     let cookie = set_cookies(&resp).into_iter().find(|c| c.starts_with("dalea_session=")).unwrap();
     assert!(!cookie.contains("Max-Age") && !cookie.contains("Expires"), "{cookie}");
@@ -64,12 +59,7 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
     let gw = TestGateway::start();
     let mut answers = Vec::new();
     for (email, password) in [(DEMO_EMAIL, "wrong"), ("nobody@example.com", PASSWORD)] {
-        let resp = client()
-            .post(gw.url("/.dalea/api/signin"))
-            .json(&serde_json::json!({"email": email, "password": password}))
-            .send()
-            .await
-            .unwrap();
+        let resp = try_sign_in(&gw, email, password).await;
         assert_eq!(resp.status(), 401);
         assert!(session_cookie(&resp).is_none());
         answers.push(resp.text().await.unwrap());
@@ -166,12 +156,7 @@ async fn sign_out_ends_the_session_and_clears_the_cookie() {
 #[tokio::test]
 async fn repeated_failures_lock_the_account_for_a_while_but_not_others() {
     let gw = TestGateway::start();
-    let attempt = |email: &'static str, password: &'static str| {
-        let url = gw.url("/.dalea/api/signin");
-        async move {
-            client().post(url).json(&serde_json::json!({"email": email, "password": password})).send().await.unwrap()
-        }
-    };
+    let attempt = |email: &'static str, password: &'static str| try_sign_in(&gw, email, password);
     for _ in 0..10 {
         assert_eq!(attempt(DEMO_EMAIL, "guess").await.status(), 401);
     }

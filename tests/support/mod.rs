@@ -242,6 +242,16 @@ pub fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
     resp.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect()
 }
 
+/// One JSON sign-in attempt, whatever its outcome.
+pub async fn try_sign_in(gw: &TestGateway, email: &str, password: &str) -> reqwest::Response {
+    client()
+        .post(gw.url("/.dalea/api/signin"))
+        .json(&serde_json::json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .expect("sign-in request")
+}
+
 /// Signs in through the JSON API and returns the `Cookie` header value.
 pub async fn sign_in(gw: &TestGateway, email: &str, user_agent: &str) -> String {
     let resp = client()
