@@ -5,6 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --test
 
+shared="${DALEA_SHARED_DATA:-../shared/data}"
+if [[ -d "$shared/geoip" && -d "$shared/uap-core" ]]; then
+  echo "== third-party corpora found in $shared: the extra GeoIP and User-Agent corpus checks run"
+else
+  echo "== NOTE: third-party corpora not found in $shared (set DALEA_SHARED_DATA):"
+  echo "==       the extra MaxMind/uap-core corpus checks are SKIPPED; the project's own fixtures still run"
+fi
+
 echo "== cargo test"
 cargo test --all-targets --locked
 
