@@ -95,7 +95,7 @@ fn serve(path: &std::path::Path, overrides: &Overrides) -> ExitCode {
 /// gateway holds): the config with its environment, the users file and the GeoIP database.
 fn check_config(path: &std::path::Path) -> Result<(), String> {
     let config = Config::load(path, &Overrides::default()).map_err(|e| e.to_string())?;
-    UserDirectory::load(&config.users.file).map_err(|e| format!("users.file: {e}"))?;
+    UserDirectory::load(&config.users.file).map_err(|e| format!("users.file: {}", config.users.annotate(e)))?;
     let info = &config.client_info;
     ClientInfoResolver::new(info.trusted_proxies.clone(), info.geoip_database.as_deref())
         .map_err(|e| format!("client_info.geoip_database: {e}"))?;

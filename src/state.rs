@@ -61,7 +61,7 @@ impl AppState {
         whoami: Option<SocketAddr>,
         store: Arc<dyn SessionStore>,
     ) -> anyhow::Result<Arc<Self>> {
-        let users = Arc::new(Users::new(UserDirectory::load(&config.users.file).map_err(anyhow::Error::msg)?));
+        let users = Arc::new(Users::new(UserDirectory::load(&config.users.file).map_err(|e| anyhow::Error::msg(config.users.annotate(e)))?));
         let client_info = ClientInfoResolver::new(
             config.client_info.trusted_proxies.clone(),
             config.client_info.geoip_database.as_deref(),

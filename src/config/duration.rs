@@ -44,6 +44,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_end);
+        if matches!(unit, "." | ",") && !next.is_empty() {
+            return Err(fraction_error(text, digits, unit, next));
+        }
         if unit.is_empty() {
             return Err(format!(
                 "{text:?} is missing a unit after {digits}; use one of {UNIT_LIST}"
@@ -61,6 +64,133 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         rest = next;
     }
     Ok(Duration::from_millis(total_ms))
+}
+
+/// The error for a part with a fraction ("1.5h"): `digits` is the whole part ("1"), `sep` the
+/// decimal separator, `after_sep` what follows it ("5h…"). Suggests the whole-unit spelling
+/// when the part is a whole number of milliseconds ("1.5h" → "1h30m").
+fn fraction_error(text: &str, digits: &str, sep: &str, after_sep: &str) -> String {
+    let frac_end = after_sep
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(after_sep.len());
+    let (frac, after) = after_sep.split_at(frac_end);
+    let unit_end = after
+        .find(|c: char| c.is_ascii_digit())
+        .unwrap_or(after.len());
+    let unit = &after[..unit_end];
+    let part = format!("{digits}{sep}{frac}{unit}");
+    let whole = UNITS
+        .iter()
+        .position(|(name, _)| *name == unit)
+        .and_then(|start| Some((start, whole_millis(digits, frac, UNITS[start].1)?)))
+        .map(|(start, ms)| spell_from(ms, start));
+    let lead = if part == text {
+        format!("{text:?} has a fraction; fractions are not supported, use whole units instead")
+    } else {
+        format!("{text:?} has a fraction ({part}); fractions are not supported, use whole units instead")
+    };
+    match whole {
+        Some(s) if part == text => format!("{lead}: \"{s}\""),
+        Some(s) => format!("{lead}: \"{s}\" for {part}"),
+        None => format!("{lead}, e.g. \"1h30m\" rather than \"1.5h\" (the smallest unit is ms)"),
+    }
+}
+
+/// `digits.frac` units of `unit_ms` each, in whole milliseconds, or `None` when that is not a
+/// whole number or too large.
+fn whole_millis(digits: &str, frac: &str, unit_ms: u64) -> Option<u64> {
+    if frac.len() > 18 {
+        return None;
+    }
+    let scale = 10u128.pow(frac.len() as u32);
+    let scaled: u128 = format!("{digits}{frac}").parse().ok()?;
+    let total = scaled.checked_mul(u128::from(unit_ms))?;
+    if total % scale != 0 {
+        return None;
+    }
+    u64::try_from(total / scale).ok()
+}
+
+/// `ms` spelt greedily with the units from `UNITS[start]` down ("1h30m", not "90m").
+fn spell_from(ms: u64, start: usize) -> String {
+    let mut left = ms;
+    let mut out = String::new();
+    for &(name, unit_ms) in &UNITS[start..] {
+        let count = left / unit_ms;
+        if count > 0 {
+            out.push_str(&format!("{count}{name}"));
+            left -= count * unit_ms;
+        }
+    }
+    if out.is_empty() {
+        "0s".to_string()
+    } else {
+        out
+    }
+}
+
+/// Deserialises a duration field of the file as its text, checked later by [`parse_duration`].
+/// A bare number (`idle_timeout = 604800`) gets a message saying a unit is missing instead of
+/// serde's "invalid type: integer, expected a string".
+pub(super) fn deserialize_text<'de, D>(deserializer: D) -> Result<String, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    deserializer.deserialize_any(DurationTextVisitor)
+}
+
+const EXPECTED: &str = "a duration such as \"30d\", \"12h\" or \"90s\"";
+
+struct DurationTextVisitor;
+
+impl serde::de::Visitor<'_> for DurationTextVisitor {
+    type Value = String;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(EXPECTED)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
+        Ok(v)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+        match u64::try_from(v) {
+            Ok(n) => self.visit_u64(n),
+            Err(_) => Err(E::custom(format!(
+                "expected {EXPECTED}, got the number {v} (durations cannot be negative)"
+            ))),
+        }
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+        let as_secs = format!("{v}s");
+        let shorter = format_duration(Duration::from_secs(v));
+        let same = if shorter == as_secs {
+            String::new()
+        } else {
+            format!(", the same as \"{shorter}\"")
+        };
+        Err(E::custom(format!(
+            "expected {EXPECTED}, got the number {v} (add a unit: if seconds were meant, \
+             write \"{as_secs}\"{same})"
+        )))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+        Err(E::custom(format!(
+            "expected {EXPECTED}, got the number {v} (write it as a quoted string with a unit; \
+             fractions are not supported, so use whole units, e.g. \"1h30m\")"
+        )))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
+        Err(E::custom(format!("expected {EXPECTED}, got {v}")))
+    }
 }
 
 /// The shortest string [`parse_duration`] reads back as `d` ("30d", not "4w2d"; "90s", not
@@ -136,6 +266,23 @@ mod tests {
         assert!(parse_duration("-5s").unwrap_err().contains("negative"));
         assert!(parse_duration("").unwrap_err().contains("empty"));
         assert!(parse_duration("5").unwrap_err().contains("missing a unit"));
+    }
+
+    #[test]
+    fn fractions_get_the_whole_unit_spelling() {
+        let err = parse_duration("1.5h").unwrap_err();
+        assert!(err.contains("fractions are not supported"), "{err}");
+        assert!(err.ends_with("use whole units instead: \"1h30m\""), "{err}");
+        assert!(!err.contains("unknown unit"), "{err}");
+        assert!(parse_duration("2.5d").unwrap_err().ends_with("\"2d12h\""));
+        assert!(parse_duration("1,5h").unwrap_err().ends_with("\"1h30m\""));
+        assert!(parse_duration("0.5s").unwrap_err().ends_with("\"500ms\""));
+        let err = parse_duration("1h1.5m").unwrap_err();
+        assert!(err.contains("(1.5m)"), "{err}");
+        assert!(err.ends_with("\"1m30s\" for 1.5m"), "{err}");
+        let err = parse_duration("0.0001s").unwrap_err();
+        assert!(err.contains("fractions are not supported"), "{err}");
+        assert!(err.contains("smallest unit is ms"), "{err}");
     }
 
     #[test]

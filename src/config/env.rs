@@ -67,7 +67,7 @@ impl EnvKeys {
         err
     }
 
-    #[cfg(test)]
+    /// The variable that set `key`, if the environment set it.
     pub(super) fn var_for(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }

@@ -2,10 +2,12 @@
 //!
 //! These structs mirror the file one to one and hold raw values (duration strings, addresses
 //! as text); `validate.rs` checks them and builds the internal [`super::Config`]. Defaults live
-//! here so the file, `config/gateway.example.toml` and the docs agree.
+//! here so the file, `config/gateway.example.toml` and the docs agree. Duration fields go
+//! through [`duration_text`] so a bare number gets a message about the missing unit.
 
 use serde::Deserialize;
 
+use super::duration::deserialize_text as duration_text;
 use super::ConfigError;
 
 /// The whole file. Every section but `[users]` may be left out.
@@ -33,6 +35,7 @@ pub(super) struct FileConfig {
 pub(super) struct ServerFile {
     pub(super) listen: String,
     pub(super) admin_listen: String,
+    #[serde(deserialize_with = "duration_text")]
     pub(super) shutdown_grace_period: String,
     /// `None` → the number of CPUs.
     pub(super) threads: Option<usize>,
@@ -77,11 +80,15 @@ impl Default for StoreFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct SessionFile {
+    #[serde(deserialize_with = "duration_text")]
     pub(super) idle_timeout: String,
+    #[serde(deserialize_with = "duration_text")]
     pub(super) absolute_timeout: String,
     pub(super) cookie_name: String,
     pub(super) cookie_secure: bool,
+    #[serde(deserialize_with = "duration_text")]
     pub(super) activity_flush_interval: String,
+    #[serde(deserialize_with = "duration_text")]
     pub(super) sweep_interval: String,
 }
 
@@ -121,9 +128,12 @@ pub(super) struct UpstreamFile {
     pub(super) address: Option<String>,
     #[serde(default)]
     pub(super) builtin: Option<BuiltinFile>,
-    #[serde(default = "default_connect_timeout")]
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "duration_text"
+    )]
     pub(super) connect_timeout: String,
-    #[serde(default = "default_read_timeout")]
+    #[serde(default = "default_read_timeout", deserialize_with = "duration_text")]
     pub(super) read_timeout: String,
 }
 
@@ -241,5 +251,32 @@ mod tests {
         let err = parse("[[routes]]\naccess = \"admin\"\n").unwrap_err();
         assert_eq!(err.key, "routes[0].access");
         assert!(err.message.contains("public"), "{err}");
+    }
+
+    #[test]
+    fn a_bare_number_as_duration_asks_for_a_unit() {
+        let err = parse("[session]\nidle_timeout = 604800\n").unwrap_err();
+        assert_eq!(err.key, "session.idle_timeout");
+        assert_eq!(
+            err.message,
+            "expected a duration such as \"30d\", \"12h\" or \"90s\", got the number 604800 \
+             (add a unit: if seconds were meant, write \"604800s\", the same as \"1w\")"
+        );
+        let err = parse("[server]\nshutdown_grace_period = 5\n").unwrap_err();
+        assert_eq!(err.key, "server.shutdown_grace_period");
+        assert!(err.message.ends_with("write \"5s\")"), "{err}");
+        let err = parse("[[upstreams]]\nname = \"a\"\nconnect_timeout = 1.5\n").unwrap_err();
+        assert_eq!(err.key, "upstreams[0].connect_timeout");
+        assert!(err.message.contains("got the number 1.5"), "{err}");
+        assert!(err.message.contains("fractions are not supported"), "{err}");
+        let err = parse("[[upstreams]]\nname = \"a\"\nread_timeout = -5\n").unwrap_err();
+        assert_eq!(err.key, "upstreams[0].read_timeout");
+        assert!(err.message.contains("cannot be negative"), "{err}");
+        let err = parse("[session]\nsweep_interval = true\n").unwrap_err();
+        assert_eq!(err.key, "session.sweep_interval");
+        assert!(err.message.contains("expected a duration such as"), "{err}");
+        // Strings still pass through untouched, to be checked by validation.
+        let f = parse("[session]\nabsolute_timeout = \"1h30m\"\n").unwrap();
+        assert_eq!(f.session.absolute_timeout, "1h30m");
     }
 }

@@ -141,6 +141,20 @@ pub struct RouteConfig {
 pub struct UsersConfig {
     /// TOML file with `[[users]]` entries (resolved relative to the config file).
     pub file: PathBuf,
+    /// The environment variable that set `file` (`DALEA__USERS__FILE`), if one did.
+    pub set_by: Option<String>,
+}
+
+impl UsersConfig {
+    /// `message` (about loading [`UsersConfig::file`]) with " (set by DALEA__USERS__FILE)"
+    /// appended when the path came from the environment, as config errors about
+    /// environment-set keys have it.
+    pub fn annotate(&self, message: impl std::fmt::Display) -> String {
+        match &self.set_by {
+            Some(var) => format!("{message} (set by {var})"),
+            None => message.to_string(),
+        }
+    }
 }
 
 /// Command-line flags that beat the file and the environment.
@@ -192,8 +206,10 @@ impl Config {
         let mut value: toml::Table = toml::from_str(text)
             .map_err(|e| ConfigError::new("config", format!("not valid TOML: {e}")))?;
         let from_env = env::overlay(&mut value, env_vars)?;
-        file::FileConfig::from_table(value)
+        let mut config = file::FileConfig::from_table(value)
             .and_then(|parsed| parsed.into_config(base_dir, overrides))
-            .map_err(|e| from_env.annotate(e))
+            .map_err(|e| from_env.annotate(e))?;
+        config.users.set_by = from_env.var_for("users.file").map(str::to_string);
+        Ok(config)
     }
 }

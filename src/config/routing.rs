@@ -1,6 +1,7 @@
-//! Checks `[[upstreams]]` and `[[routes]]`: names, targets, hosts, prefixes, references.
+//! Checks `[[upstreams]]` and `[[routes]]`: names, targets, hosts, prefixes, references, and
+//! that no route is shadowed by an earlier one with the same host and prefix.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use super::file::{AccessFile, BuiltinFile, RouteFile, UpstreamFile};
@@ -70,7 +71,9 @@ pub(super) fn routes(
         ));
     }
     let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(list.len());
+    // (host, normalised prefix) → index of the route that claimed it first.
+    let mut claimed: HashMap<(Option<String>, String), usize> = HashMap::new();
+    let mut out: Vec<RouteConfig> = Vec::with_capacity(list.len());
     for (i, r) in list.into_iter().enumerate() {
         let key = |field: &str| format!("routes[{i}].{field}");
         let name = match r.name {
@@ -88,6 +91,31 @@ pub(super) fn routes(
         }
         let host = r.host.map(|h| host(&key("host"), &h)).transpose()?;
         path_prefix(&key("path_prefix"), &r.path_prefix)?;
+        let normalised = normalised_prefix(&r.path_prefix);
+        if let Some(&earlier) = claimed.get(&(host.clone(), normalised.clone())) {
+            let earlier_prefix = &out[earlier].path_prefix;
+            let on = match &host {
+                Some(h) => format!("host {h:?}"),
+                None => "any host (no host set)".to_string(),
+            };
+            let same = if *earlier_prefix == r.path_prefix {
+                format!("is already routed by routes[{earlier}]")
+            } else {
+                format!(
+                    "is the same prefix as routes[{earlier}]'s {earlier_prefix:?} (trailing and \
+                     repeated slashes make no difference)"
+                )
+            };
+            return Err(ConfigError::new(
+                key("path_prefix"),
+                format!(
+                    "{:?} on {on} {same}; routes[{earlier}] always matches first, so this route \
+                     would never be used: change its path_prefix or host, or remove it",
+                    r.path_prefix
+                ),
+            ));
+        }
+        claimed.insert((host.clone(), normalised), i);
         let wanted = r
             .upstream
             .ok_or_else(|| ConfigError::new(key("upstream"), "is required"))?;
@@ -118,6 +146,17 @@ pub(super) fn routes(
         });
     }
     Ok(out)
+}
+
+/// A (valid) prefix as the route table compares it: percent-decoded, `\` as `/`, repeated and
+/// trailing slashes dropped ("/app/" and "/app" are one prefix; "/" stays "/").
+fn normalised_prefix(p: &str) -> String {
+    let decoded = percent_encoding::percent_decode_str(p).decode_utf8_lossy();
+    let segments: Vec<&str> = decoded
+        .split(['/', '\\'])
+        .filter(|s| !s.is_empty())
+        .collect();
+    format!("/{}", segments.join("/"))
 }
 
 /// A prefix must be a plain absolute path with no dot segments, and must not reach under
@@ -199,9 +238,14 @@ fn slug(key: &str, name: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Resolves once at start-up; the first address wins.
+/// Resolves once at start-up; the first address wins. A URL-like value ("http://app:3000",
+/// "app:3000/api") or a missing port is refused with the host:port to write instead, before
+/// any DNS lookup could blur the problem.
 fn resolve(key: &str, raw: &str) -> Result<SocketAddr, ConfigError> {
     let text = raw.trim();
+    if let Some(why) = not_host_port(text) {
+        return Err(ConfigError::new(key, format!("{raw:?} {why}")));
+    }
     let mut addrs = text.to_socket_addrs().map_err(|e| {
         ConfigError::new(
             key,
@@ -211,4 +255,53 @@ fn resolve(key: &str, raw: &str) -> Result<SocketAddr, ConfigError> {
     addrs
         .next()
         .ok_or_else(|| ConfigError::new(key, format!("{raw:?} resolved to no addresses")))
+}
+
+/// Why `text` is not a plain host:port, with what to write instead; `None` when it looks like
+/// one (whether it resolves is up to DNS).
+fn not_host_port(text: &str) -> Option<String> {
+    if let Some((scheme, rest)) = text.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme == "https" {
+            return Some(format!(
+                "must be host:port without a scheme; note the gateway connects to upstreams \
+                 over plain HTTP only, so give the host:port of the upstream's plain-HTTP \
+                 listener rather than {authority:?}"
+            ));
+        }
+        let suggestion = if has_port(authority) {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+        return Some(format!(
+            "must be host:port without a scheme (the gateway always speaks plain HTTP to \
+             upstreams): write {suggestion:?}"
+        ));
+    }
+    if let Some(at) = text.find(['/', '?', '#']) {
+        let authority = &text[..at];
+        return Some(format!(
+            "must be host:port without a path: write {authority:?} (an upstream is only an \
+             address; which paths go to it is set by the path_prefix of [[routes]])"
+        ));
+    }
+    if !text.is_empty() && !has_port(text) {
+        return Some(format!(
+            "is missing the port: write host:port, e.g. \"{text}:80\""
+        ));
+    }
+    None
+}
+
+/// Whether `authority` ends in ":<port>" ("app:3000", "[::1]:80"; not "app" or "[::1]").
+fn has_port(authority: &str) -> bool {
+    let after_host = match authority.rfind(']') {
+        Some(end) => &authority[end + 1..],
+        None => authority,
+    };
+    after_host
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()))
 }

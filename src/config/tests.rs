@@ -108,6 +108,15 @@ fn example_file_loads_with_the_defaults() {
 }
 
 #[test]
+fn example_file_documents_that_an_empty_trusted_proxies_variable_clears_the_list() {
+    let text = include_str!("../../config/gateway.example.toml");
+    let at = text.find("trusted_proxies = []").unwrap();
+    let comment = &text[text[..at].rfind("[client_info]").unwrap()..at];
+    assert!(comment.contains("(DALEA__CLIENT_INFO__TRUSTED_PROXIES=)"), "{comment}");
+    assert!(comment.contains("clears the list"), "{comment}");
+}
+
+#[test]
 fn idle_timeout_cap() {
     let err = load(&with("[session]\nidle_timeout = \"31d\"")).unwrap_err();
     assert_eq!(err.key, "session.idle_timeout");
@@ -225,6 +234,16 @@ fn client_info_is_checked() {
     assert_eq!(nets, ["10.0.0.0/8", "192.168.1.7/32", "::1/128"]);
     let bad = with("[client_info]\ntrusted_proxies = [\"10.0.0.0/8\", \"nope\"]");
     assert_eq!(err_key(&bad), "client_info.trusted_proxies[1]");
+
+    let host_bits = with("[client_info]\ntrusted_proxies = [\"10.0.0.1/8\"]");
+    let err = load(&host_bits).unwrap_err();
+    assert_eq!(err.key, "client_info.trusted_proxies[0]");
+    assert!(err.message.contains("host bits set"), "{err}");
+    assert!(err.message.contains("\"10.0.0.0/8\""), "{err}");
+    assert!(err.message.contains("\"10.0.0.1\""), "{err}");
+    let v6 = with("[client_info]\ntrusted_proxies = [\"fd00::1/64\"]");
+    assert!(load(&v6).unwrap_err().message.contains("\"fd00::/64\""));
+    assert!(load(&with("[client_info]\ntrusted_proxies = [\"10.0.0.1/32\"]")).is_ok());
 
     let missing = with("[client_info]\ngeoip_database = \"no-such-GeoLite2.mmdb\"");
     let err = load(&missing).unwrap_err();

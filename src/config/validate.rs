@@ -44,7 +44,7 @@ impl FileConfig {
             client_info,
             upstreams,
             routes,
-            users: UsersConfig { file },
+            users: UsersConfig { file, set_by: None },
         })
     }
 }
@@ -187,6 +187,19 @@ fn client_info(c: ClientInfoFile, base: &Path) -> Result<ClientInfoConfig, Confi
                     format!("{raw:?} is neither a CIDR range (10.0.0.0/8) nor an IP address"),
                 )
             })?;
+        if net.trunc() != net {
+            return Err(ConfigError::new(
+                format!("client_info.trusted_proxies[{i}]"),
+                format!(
+                    "{raw:?} has host bits set after the /{len}: write the network \"{network}\" \
+                     to trust that whole range, or the bare IP \"{ip}\" to trust only that one \
+                     address",
+                    len = net.prefix_len(),
+                    network = net.trunc(),
+                    ip = net.addr(),
+                ),
+            ));
+        }
         trusted_proxies.push(net);
     }
     let geoip_database = match c.geoip_database {

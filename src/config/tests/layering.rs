@@ -97,3 +97,36 @@ fn flags_beat_env_beat_file() {
     );
     assert_eq!(c.store.path, PathBuf::from("flag-data"));
 }
+
+#[test]
+fn an_empty_trusted_proxies_variable_clears_the_file_list() {
+    let text = with("[client_info]\ntrusted_proxies = [\"10.0.0.0/8\"]");
+    let o = Overrides::default();
+    let c = load_with(&text, &[("DALEA__CLIENT_INFO__TRUSTED_PROXIES", "")], &o).unwrap();
+    assert!(c.client_info.trusted_proxies.is_empty());
+    assert_eq!(
+        load_with(&text, &[], &o)
+            .unwrap()
+            .client_info
+            .trusted_proxies
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn users_file_from_the_environment_is_remembered_for_its_errors() {
+    let o = Overrides::default();
+    let c = load_with(MINIMAL, &[("DALEA__USERS__FILE", "/srv/people.toml")], &o).unwrap();
+    assert_eq!(c.users.file, PathBuf::from("/srv/people.toml"));
+    assert_eq!(c.users.set_by.as_deref(), Some("DALEA__USERS__FILE"));
+    assert_eq!(
+        c.users
+            .annotate("cannot read users file /srv/people.toml: not found"),
+        "cannot read users file /srv/people.toml: not found (set by DALEA__USERS__FILE)"
+    );
+
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.users.set_by, None);
+    assert_eq!(c.users.annotate("users[0].email: x"), "users[0].email: x");
+}

@@ -94,3 +94,92 @@ fn upstreams_are_checked() {
     let none = "[[routes]]\nupstream = \"app\"\n[users]\nfile = \"u.toml\"\n";
     assert_eq!(err_key(none), "upstreams");
 }
+
+#[test]
+fn upstream_address_is_host_port_not_a_url() {
+    let address = |a: &str| {
+        let text = MINIMAL.replace("builtin = \"whoami\"", &format!("address = \"{a}\""));
+        load(&text).unwrap_err()
+    };
+    let err = address("http://127.0.0.1:18300");
+    assert_eq!(err.key, "upstreams[0].address");
+    assert!(err.message.contains("host:port without a scheme"), "{err}");
+    assert!(err.message.ends_with("write \"127.0.0.1:18300\""), "{err}");
+    assert!(!err.message.contains("resolve"), "no DNS talk: {err}");
+
+    let err = address("http://app.internal/");
+    assert!(err.message.ends_with("write \"app.internal:80\""), "{err}");
+
+    let err = address("https://app.internal:8443");
+    assert_eq!(err.key, "upstreams[0].address");
+    assert!(err.message.contains("without a scheme"), "{err}");
+    assert!(err.message.contains("plain HTTP"), "{err}");
+
+    let err = address("127.0.0.1:18300/app");
+    assert_eq!(err.key, "upstreams[0].address");
+    assert!(err.message.contains("host:port without a path"), "{err}");
+    assert!(err.message.contains("write \"127.0.0.1:18300\""), "{err}");
+    assert!(err.message.contains("path_prefix"), "{err}");
+
+    let err = address("127.0.0.1");
+    assert!(err.message.contains("missing the port"), "{err}");
+    assert!(err.message.contains("\"127.0.0.1:80\""), "{err}");
+    let err = address("[::1]");
+    assert!(err.message.contains("\"[::1]:80\""), "{err}");
+
+    let ok = MINIMAL.replace("builtin = \"whoami\"", "address = \"[::1]:3000\"");
+    assert_eq!(
+        load(&ok).unwrap().upstreams[0].target,
+        UpstreamTarget::Address(addr("[::1]:3000"))
+    );
+}
+
+#[test]
+fn a_route_shadowed_by_an_earlier_one_is_refused() {
+    let routes = |extra: &str| {
+        let text = MINIMAL.replace(
+            "[[routes]]\nupstream = \"app\"\n",
+            &format!("[[routes]]\nupstream = \"app\"\npath_prefix = \"/app\"\n{extra}"),
+        );
+        load(&text)
+    };
+    let err = routes("[[routes]]\nupstream = \"app\"\npath_prefix = \"/app/\"\n").unwrap_err();
+    assert_eq!(err.key, "routes[1].path_prefix");
+    assert!(err.message.starts_with("\"/app/\" on any host"), "{err}");
+    assert!(err.message.contains("routes[0]'s \"/app\""), "{err}");
+    assert!(err.message.contains("would never be used"), "{err}");
+
+    let err = routes(
+        "[[routes]]\nupstream = \"app\"\npath_prefix = \"/other\"\n\
+         [[routes]]\nupstream = \"app\"\npath_prefix = \"/app\"\naccess = \"public\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "routes[2].path_prefix");
+    assert!(err.message.contains("already routed by routes[0]"), "{err}");
+
+    let err = routes(
+        "[[routes]]\nupstream = \"app\"\nhost = \"a.example\"\npath_prefix = \"/\"\n\
+         [[routes]]\nupstream = \"app\"\nhost = \"A.example:443\"\npath_prefix = \"//\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "routes[2].path_prefix");
+    assert!(err.message.contains("on host \"a.example\""), "{err}");
+    assert!(err.message.contains("routes[1]"), "{err}");
+
+    // Same prefix on another host, or host-specific vs any host, or a longer prefix: all live.
+    let ok = routes(
+        "[[routes]]\nupstream = \"app\"\nhost = \"a.example\"\npath_prefix = \"/app\"\n\
+         [[routes]]\nupstream = \"app\"\nhost = \"b.example\"\npath_prefix = \"/app/\"\n\
+         [[routes]]\nupstream = \"app\"\npath_prefix = \"/app/x\"\n\
+         [[routes]]\nupstream = \"app\"\npath_prefix = \"/App\"\n",
+    );
+    assert_eq!(ok.unwrap().routes.len(), 5);
+}
+
+/// Staged upstreams that no route uses yet are fine.
+#[test]
+fn an_unused_upstream_is_accepted() {
+    let text =
+        format!("{MINIMAL}\n[[upstreams]]\nname = \"staged\"\naddress = \"127.0.0.1:3001\"\n");
+    assert_eq!(load(&text).unwrap().upstreams.len(), 2);
+}
