@@ -1,7 +1,14 @@
-//! Sign-in throttling: failed attempts are counted per account and per client network in fixed
-//! windows; past the limit, attempts are refused with 429 and `Retry-After` before any
-//! password is checked. In memory, so per process (the embedded store is single-node anyway).
+//! Sign-in throttling: attempts are counted per account and per client network in fixed
+//! windows, and past the limit refused with 429 and `Retry-After` before any password is
+//! checked. An attempt is counted *before* its password is checked (atomically, so concurrent
+//! guesses cannot slip past the limit) and given back when it succeeds.
+//!
+//! Memory: known accounts are counted exactly (their number is bounded by the users file). Unknown
+//! emails (counted the same way, so throttling reveals nothing about who exists) and networks
+//! live in bounded tables; if one is full of live windows, new keys there go uncounted — the
+//! per-account limit of every real account still holds. In memory, so per process.
 
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -9,23 +16,21 @@ use dashmap::DashMap;
 
 use crate::clock::Millis;
 
-/// Failed attempts allowed per account in one window (guessing one person's password).
+/// Attempts allowed per account in one window (guessing one person's password).
 pub const ACCOUNT_LIMIT: u32 = 10;
-/// Failed attempts allowed per client network in one window (spraying many accounts).
+/// Attempts allowed per client network in one window (spraying many accounts).
 pub const NETWORK_LIMIT: u32 = 50;
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Bound on tracked keys; past it, expired windows are dropped, then the oldest.
+/// Bound on the unknown-email and network tables.
 const MAX_KEYS: usize = 100_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
-    Account(String),
-    Network(IpAddr),
-}
+type Windows<K> = DashMap<K, (Millis, u32)>;
 
 #[derive(Debug, Default)]
 pub struct SignInThrottle {
-    failures: DashMap<Key, (Millis, u32)>,
+    accounts: Windows<String>,
+    unknown: Windows<String>,
+    networks: Windows<IpAddr>,
 }
 
 /// IPv6 clients are counted per /64, the smallest network one customer usually gets.
@@ -40,49 +45,59 @@ fn network(ip: IpAddr) -> IpAddr {
     }
 }
 
-impl SignInThrottle {
-    fn keys(email: &str, ip: Option<IpAddr>) -> Vec<(Key, u32)> {
-        let mut keys = vec![(Key::Account(email.trim().to_ascii_lowercase()), ACCOUNT_LIMIT)];
-        if let Some(ip) = ip {
-            keys.push((Key::Network(network(ip)), NETWORK_LIMIT));
-        }
-        keys
-    }
+fn window() -> Millis {
+    WINDOW.as_millis() as Millis
+}
 
-    /// `Err(retry_after)` when this account or network has used up its failures.
-    pub fn check(&self, email: &str, ip: Option<IpAddr>, now: Millis) -> Result<(), Duration> {
-        let window = WINDOW.as_millis() as Millis;
-        for (key, limit) in Self::keys(email, ip) {
-            if let Some(entry) = self.failures.get(&key) {
-                let (start, count) = *entry;
-                if now < start + window && count >= limit {
-                    return Err(Duration::from_millis((start + window - now).max(1000) as u64));
+/// Counts one attempt for `key` unless its window is used up (then `Err(retry_after)`).
+fn take<K: Hash + Eq + Clone>(map: &Windows<K>, key: &K, limit: u32, now: Millis, bounded: bool) -> Result<bool, Duration> {
+    if bounded && map.len() >= MAX_KEYS && !map.contains_key(key) {
+        map.retain(|_, (start, _)| now < *start + window());
+        if map.len() >= MAX_KEYS {
+            return Ok(false); // full of live windows: this key goes uncounted
+        }
+    }
+    let mut entry = map.entry(key.clone()).or_insert((now, 0));
+    if now >= entry.0 + window() {
+        *entry = (now, 0);
+    }
+    if entry.1 >= limit {
+        return Err(Duration::from_millis((entry.0 + window() - now).max(1000) as u64));
+    }
+    entry.1 += 1;
+    Ok(true)
+}
+
+fn give_back<K: Hash + Eq>(map: &Windows<K>, key: &K) {
+    if let Some(mut e) = map.get_mut(key) {
+        e.1 = e.1.saturating_sub(1);
+    }
+}
+
+impl SignInThrottle {
+    /// Counts an attempt for this email (`known`: it belongs to a real account) and client.
+    /// `Err(retry_after)` when either has used up its window; nothing is counted then.
+    pub fn reserve(&self, email: &str, known: bool, ip: Option<IpAddr>, now: Millis) -> Result<(), Duration> {
+        let key = email.trim().to_ascii_lowercase();
+        let accounts = if known { &self.accounts } else { &self.unknown };
+        let counted = take(accounts, &key, ACCOUNT_LIMIT, now, !known)?;
+        if let Some(ip) = ip {
+            if let Err(retry) = take(&self.networks, &network(ip), NETWORK_LIMIT, now, true) {
+                if counted {
+                    give_back(accounts, &key);
                 }
+                return Err(retry);
             }
         }
         Ok(())
     }
 
-    pub fn record_failure(&self, email: &str, ip: Option<IpAddr>, now: Millis) {
-        let window = WINDOW.as_millis() as Millis;
-        if self.failures.len() >= MAX_KEYS {
-            self.failures.retain(|_, (start, _)| now < *start + window);
+    /// The attempt succeeded: the account starts afresh and the network gets its attempt back.
+    pub fn succeeded(&self, email: &str, ip: Option<IpAddr>) {
+        self.accounts.remove(&email.trim().to_ascii_lowercase());
+        if let Some(ip) = ip {
+            give_back(&self.networks, &network(ip));
         }
-        if self.failures.len() >= MAX_KEYS {
-            return; // still full of live windows: counting stops growing, checks keep working
-        }
-        for (key, _) in Self::keys(email, ip) {
-            let mut entry = self.failures.entry(key).or_insert((now, 0));
-            if now >= entry.0 + window {
-                *entry = (now, 0);
-            }
-            entry.1 = entry.1.saturating_add(1);
-        }
-    }
-
-    /// A successful sign-in clears the account's count (not the network's).
-    pub fn record_success(&self, email: &str) {
-        self.failures.remove(&Key::Account(email.trim().to_ascii_lowercase()));
     }
 }
 
@@ -96,23 +111,44 @@ mod tests {
     fn an_account_is_locked_after_its_limit_until_the_window_ends() {
         let t = SignInThrottle::default();
         for _ in 0..ACCOUNT_LIMIT {
-            assert!(t.check("a@x", IP, 0).is_ok());
-            t.record_failure("A@x", IP, 0);
+            assert!(t.reserve("A@x", true, IP, 0).is_ok());
         }
-        let retry = t.check("a@x", None, 1_000).unwrap_err();
+        let retry = t.reserve("a@x", true, None, 1_000).unwrap_err();
         assert_eq!(retry, WINDOW - Duration::from_secs(1));
-        assert!(t.check("b@x", None, 1_000).is_ok(), "other accounts are unaffected");
-        assert!(t.check("a@x", None, WINDOW.as_millis() as Millis).is_ok(), "a new window starts afresh");
+        assert!(t.reserve("b@x", true, None, 1_000).is_ok(), "other accounts are unaffected");
+        assert!(t.reserve("a@x", true, None, window()).is_ok(), "a new window starts afresh");
+    }
+
+    #[test]
+    fn unknown_emails_are_throttled_exactly_like_real_ones() {
+        let t = SignInThrottle::default();
+        for _ in 0..ACCOUNT_LIMIT {
+            assert!(t.reserve("ghost@x", false, None, 0).is_ok());
+        }
+        assert!(t.reserve("ghost@x", false, None, 0).is_err());
+    }
+
+    #[test]
+    fn concurrent_attempts_cannot_exceed_the_limit() {
+        let t = std::sync::Arc::new(SignInThrottle::default());
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let t = t.clone();
+                std::thread::spawn(move || (0..10).filter(|_| t.reserve("a@x", true, None, 0).is_ok()).count())
+            })
+            .collect();
+        let allowed: usize = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+        assert_eq!(allowed, ACCOUNT_LIMIT as usize);
     }
 
     #[test]
     fn a_network_spraying_many_accounts_is_stopped() {
         let t = SignInThrottle::default();
         for i in 0..NETWORK_LIMIT {
-            t.record_failure(&format!("user{i}@x"), IP, 0);
+            assert!(t.reserve(&format!("user{i}@x"), false, IP, 0).is_ok());
         }
-        assert!(t.check("fresh@x", IP, 10).is_err());
-        assert!(t.check("fresh@x", Some("198.51.100.1".parse().unwrap()), 10).is_ok());
+        assert!(t.reserve("fresh@x", true, IP, 10).is_err());
+        assert!(t.reserve("fresh@x", true, Some("198.51.100.1".parse().unwrap()), 10).is_ok());
     }
 
     #[test]
@@ -120,20 +156,33 @@ mod tests {
         let t = SignInThrottle::default();
         for i in 0..NETWORK_LIMIT {
             let ip: IpAddr = format!("2001:db8:1:2::{i:x}").parse().unwrap();
-            t.record_failure(&format!("u{i}@x"), Some(ip), 0);
+            assert!(t.reserve(&format!("u{i}@x"), false, Some(ip), 0).is_ok());
         }
-        assert!(t.check("z@x", Some("2001:db8:1:2:ffff::1".parse().unwrap()), 1).is_err());
-        assert!(t.check("z@x", Some("2001:db8:1:3::1".parse().unwrap()), 1).is_ok());
+        assert!(t.reserve("z@x", false, Some("2001:db8:1:2:ffff::1".parse().unwrap()), 1).is_err());
+        assert!(t.reserve("z@x", false, Some("2001:db8:1:3::1".parse().unwrap()), 1).is_ok());
     }
 
     #[test]
-    fn success_clears_the_account_count() {
+    fn success_clears_the_account_and_refunds_the_network() {
         let t = SignInThrottle::default();
-        for _ in 0..ACCOUNT_LIMIT - 1 {
-            t.record_failure("a@x", None, 0);
+        for _ in 0..ACCOUNT_LIMIT {
+            t.reserve("a@x", true, IP, 0).unwrap();
         }
-        t.record_success("a@x");
-        t.record_failure("a@x", None, 0);
-        assert!(t.check("a@x", None, 0).is_ok());
+        t.succeeded("a@x", IP);
+        assert!(t.reserve("a@x", true, IP, 0).is_ok());
+        assert_eq!(t.networks.get(&network(IP.unwrap())).map(|e| e.1), Some(ACCOUNT_LIMIT));
+    }
+
+    #[test]
+    fn real_accounts_stay_protected_when_the_bounded_tables_are_full() {
+        let t = SignInThrottle::default();
+        for i in 0..MAX_KEYS {
+            t.unknown.insert(format!("junk{i}"), (0, 1));
+            t.networks.insert(IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]), (0, 1));
+        }
+        for _ in 0..ACCOUNT_LIMIT {
+            assert!(t.reserve("a@x", true, IP, 5).is_ok());
+        }
+        assert!(t.reserve("a@x", true, IP, 5).is_err(), "the account limit holds however full the other tables are");
     }
 }

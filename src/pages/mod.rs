@@ -49,8 +49,9 @@ pub async fn handle(state: &AppState, session: &mut Session, ctx: &RequestCtx) -
     let reply = match dispatch(state, session, ctx, &path).await {
         Ok(reply) => reply,
         Err(err) => {
-            if err == GatewayError::PayloadTooLarge {
-                // The rest of an oversized body is not worth draining.
+            if has_body(session) {
+                // The body may be half read (too large, malformed, never sent): never let its
+                // remains be parsed as the next request on this connection.
                 session.set_keepalive(None);
             }
             let html = !api && authenticate::accepts_html(session.req_header());
@@ -101,6 +102,12 @@ async fn dispatch(state: &AppState, session: &mut Session, ctx: &RequestCtx, pat
             Err(GatewayError::NotFound)
         }
     }
+}
+
+fn has_body(session: &Session) -> bool {
+    let h = &session.req_header().headers;
+    h.contains_key(http::header::TRANSFER_ENCODING)
+        || h.get(http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
 }
 
 /// `X-Forwarded-Host` as sent by a trusted proxy (for the Origin check).

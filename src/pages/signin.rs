@@ -59,21 +59,26 @@ async fn check_credentials(
     password: &str,
 ) -> Result<std::sync::Arc<User>, GatewayError> {
     let now = state.sessions.now();
-    if let Err(retry) = state.throttle.check(email, ctx.client_ip, now) {
-        tracing::info!(outcome = "throttled", user.email = %email, client.ip = %ip_field(ctx), "sign-in refused: too many failures");
+    let user = state.users.current().by_email(email);
+    if let Err(retry) = state.throttle.reserve(email, user.is_some(), ctx.client_ip, now) {
+        tracing::info!(outcome = "throttled", user.email = ?log_email(email), client.ip = %ip_field(ctx), "sign-in refused: too many failures");
         return Err(GatewayError::TooManyAttempts(retry.as_secs()));
     }
-    let user = state.users.current().by_email(email);
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     if state.passwords.verify(password.to_string(), hash).await {
         if let Some(user) = user {
-            state.throttle.record_success(email);
+            state.throttle.succeeded(email, ctx.client_ip);
             return Ok(user);
         }
     }
-    state.throttle.record_failure(email, ctx.client_ip, now);
-    tracing::info!(outcome = "failure", user.email = %email, client.ip = %ip_field(ctx), "sign-in failed");
+    tracing::info!(outcome = "failure", user.email = ?log_email(email), client.ip = %ip_field(ctx), "sign-in failed");
     Err(GatewayError::BadCredentials)
+}
+
+/// An attempted email as logged: quoted and escaped (`?` formatting), at most 100 characters,
+/// so a crafted value cannot forge log lines.
+fn log_email(email: &str) -> String {
+    email.chars().take(100).collect()
 }
 
 /// The client IP for log lines ("-" when unknown).

@@ -50,7 +50,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
-        session.set_keepalive(Some(KEEPALIVE_SECS));
+        // Bound idle keep-alive (pingora's default is forever), but never turn it back on where
+        // pingora turned it off (HTTP/1.0 without keep-alive, Content-Length + Transfer-Encoding).
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(KEEPALIVE_SECS));
+        }
         self.resolve_client(session, ctx);
 
         if pages::is_builtin(session.req_header().uri.path()) {

@@ -107,15 +107,17 @@ pub fn normalise(path: &str) -> Result<String, BadPath> {
     }
     let mut out = String::with_capacity(decoded.len());
     for segment in decoded.split(['/', '\\']) {
+        // Path parameters (`/admin;jsessionid=1`) are dropped by Java servers before routing,
+        // so they are dropped here too: `/admin;x/secret` is `/admin/secret`.
         let bare = segment.split(';').next().unwrap_or_default();
         if bare == "." || bare == ".." {
             return Err(BadPath);
         }
-        if segment.is_empty() {
+        if bare.is_empty() {
             continue;
         }
         out.push('/');
-        out.push_str(segment);
+        out.push_str(bare);
     }
     if out.is_empty() || decoded.ends_with('/') || decoded.ends_with('\\') {
         out.push('/');
@@ -164,6 +166,9 @@ mod tests {
         assert_eq!(normalise("/a/./b"), Err(BadPath));
         assert_eq!(normalise("/a..b/c"), Ok("/a..b/c".into()));
         assert_eq!(normalise("/%70rivate/x"), Ok("/private/x".into()), "decoded like the upstream will");
+        assert_eq!(normalise("/admin;x/secret"), Ok("/admin/secret".into()), "path parameters dropped");
+        assert_eq!(normalise("/admin;jsessionid=1"), Ok("/admin".into()));
+        assert_eq!(normalise("/;x/admin"), Ok("/admin".into()));
         for bad in ["/public/..%2fprivate", "/private%2Fx", "/%2fprivate", "/a%5cb", "/a%00b", "/public/..;/private", "/a/.;x/b", "/a%0d%0ab"] {
             assert_eq!(normalise(bad), Err(BadPath), "{bad}");
         }

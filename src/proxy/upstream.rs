@@ -65,7 +65,25 @@ fn forwarded_headers(req: &mut RequestHeader, ctx: &RequestCtx) -> pingora::Resu
         _ => header_str(req, "host").or_else(|| req.uri.authority().map(|a| a.to_string())),
     };
     if !ctx.peer_trusted {
-        req.remove_header("forwarded");
+        // Headers apps and frameworks read to learn the client, scheme, host or path behind a
+        // proxy: only a trusted proxy may send them.
+        let untrusted: Vec<http::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|k| {
+                let n = k.as_str();
+                (n.starts_with("x-forwarded-") && !matches!(n, "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host"))
+                    || matches!(
+                        n,
+                        "forwarded" | "x-original-url" | "x-rewrite-url" | "true-client-ip" | "x-client-ip"
+                            | "x-cluster-client-ip" | "client-ip" | "cf-connecting-ip" | "fastly-client-ip"
+                    )
+            })
+            .cloned()
+            .collect();
+        for name in untrusted {
+            req.remove_header(&name);
+        }
     }
     if !xff.is_empty() {
         req.insert_header("x-forwarded-for", xff)?;

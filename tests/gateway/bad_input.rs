@@ -809,3 +809,38 @@ async fn bad_input_never_loses_a_stored_session() {
     assert_eq!(store.list_for_user("demo").await.unwrap().len(), 2);
     assert_eq!(store.list_for_user("sam").await.unwrap().len(), 1);
 }
+
+/// A built-in endpoint that fails while a body is pending closes the connection, so the rest of
+/// that body (or anything behind it) is never read as the next request.
+#[test]
+fn a_failed_body_on_a_builtin_endpoint_closes_the_connection() {
+    use std::io::{Read, Write};
+    let gw = TestGateway::start();
+    let mut stream = std::net::TcpStream::connect(gw.addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let parts: [&[u8]; 3] = [
+        b"POST /.dalea/api/signin HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"ZZ\r\n",
+        b"GET /public/SMUGGLED HTTP/1.1\r\nHost: a\r\n\r\n",
+    ];
+    for part in parts {
+        let _ = stream.write_all(part);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "only one response; the smuggled request was not served: {text}");
+}
+
+/// Content-Length together with Transfer-Encoding: the connection is not reused (RFC 9112 §6.1).
+#[test]
+fn content_length_with_transfer_encoding_is_not_kept_alive() {
+    let gw = TestGateway::start();
+    let resp = raw_request(
+        gw.addr,
+        b"POST /public/a HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    );
+    assert!(!resp.to_ascii_lowercase().contains("connection: keep-alive"), "{resp}");
+}

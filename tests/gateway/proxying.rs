@@ -45,10 +45,17 @@ async fn the_upstream_gets_our_identity_and_never_the_clients() {
 #[tokio::test]
 async fn public_routes_strip_spoofed_identity_too() {
     let gw = TestGateway::start();
-    let (status, got, _) =
-        echo(&gw, "/public/info", &[("x-dalea-user", "admin"), ("x-forwarded-for", "6.6.6.6")]).await;
+    let (status, got, _) = echo(
+        &gw,
+        "/public/info",
+        &[("x-dalea-user", "admin"), ("x-forwarded-for", "6.6.6.6"), ("x-forwarded-prefix", "//evil.example"), ("x-original-url", "/admin"), ("true-client-ip", "6.6.6.6")],
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(seen(&got, "x-dalea-user").is_empty());
+    for h in ["x-forwarded-prefix", "x-original-url", "true-client-ip"] {
+        assert!(seen(&got, h).is_empty(), "{h} from an untrusted client must not reach the app");
+    }
     assert_eq!(seen(&got, "x-forwarded-for"), vec!["127.0.0.1"], "an untrusted peer's X-Forwarded-For is replaced");
 }
 
@@ -123,7 +130,7 @@ async fn encoded_and_parameterised_paths_cannot_reach_a_stricter_route() {
         )
         .start();
     let get = |target: &str| raw_request(gw.addr, format!("GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes());
-    for target in ["/%70rivate/secret", "/privat%65/secret", "/private", "//private/secret", "/\\private/secret"] {
+    for target in ["/%70rivate/secret", "/privat%65/secret", "/private", "//private/secret", "/\\private/secret", "/private;x/secret", "/private;jsessionid=1"] {
         let resp = get(target);
         assert!(resp.starts_with("HTTP/1.1 401"), "{target} must need a session: {resp}");
     }

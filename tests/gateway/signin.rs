@@ -190,3 +190,26 @@ async fn signing_in_again_replaces_the_browsers_old_session_instead_of_orphaning
     assert_eq!(v["sessions"].as_array().unwrap().len(), 2, "the new session and the other device: {v}");
     assert_eq!(client().get(gw.url("/app")).header("cookie", &other_device).send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn concurrent_guesses_cannot_slip_past_the_limit() {
+    let gw = TestGateway::start();
+    let attempts: Vec<_> = (0..40)
+        .map(|i| {
+            let url = gw.url("/.dalea/api/signin");
+            let password = if i == 39 { PASSWORD.to_string() } else { format!("guess{i}") };
+            tokio::spawn(async move {
+                client().post(url).json(&serde_json::json!({"email": DEMO_EMAIL, "password": password})).send().await.unwrap().status().as_u16()
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    for a in attempts {
+        let status = a.await.unwrap();
+        assert!(matches!(status, 200 | 401 | 429), "{status}");
+        if status != 429 {
+            checked += 1;
+        }
+    }
+    assert!(checked <= 10, "only the account's 10 attempts may reach a password check, got {checked}");
+}
