@@ -54,6 +54,54 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
     Embedded,
+    Redis,
+}
+
+/// How the gateway reaches Redis.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RedisMode {
+    /// One server: `redis://[user:pass@]host:port/db` or `rediss://…`.
+    Standalone { url: String },
+    /// Redis Cluster, discovered from these seed node URLs.
+    Cluster { nodes: Vec<String> },
+    /// A Sentinel-managed primary: the master name and the sentinels' URLs.
+    Sentinel { master: String, sentinels: Vec<String> },
+}
+
+impl std::fmt::Debug for RedisMode {
+    // URLs may carry passwords: show hosts only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hide = |u: &String| match u.split_once('@') {
+            Some((scheme_user, host)) => {
+                let scheme = scheme_user.split("://").next().unwrap_or_default();
+                format!("{scheme}://<credentials>@{host}")
+            }
+            None => u.clone(),
+        };
+        match self {
+            RedisMode::Standalone { url } => f.debug_struct("Standalone").field("url", &hide(url)).finish(),
+            RedisMode::Cluster { nodes } => {
+                f.debug_struct("Cluster").field("nodes", &nodes.iter().map(hide).collect::<Vec<_>>()).finish()
+            }
+            RedisMode::Sentinel { master, sentinels } => f
+                .debug_struct("Sentinel")
+                .field("master", master)
+                .field("sentinels", &sentinels.iter().map(hide).collect::<Vec<_>>())
+                .finish(),
+        }
+    }
+}
+
+/// The Redis store's settings (when `store.kind = "redis"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub mode: RedisMode,
+    /// Prefix of every key and channel, so several gateways can share one Redis.
+    pub key_prefix: String,
+    /// How long any Redis call may take before the request gets 503.
+    pub timeout: Duration,
+    /// How long a session already in the local cache keeps working while Redis is unreachable.
+    pub outage_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +109,8 @@ pub struct StoreConfig {
     pub kind: StoreKind,
     /// Directory of the embedded store (created when missing).
     pub path: PathBuf,
+    /// Present exactly when `kind` is `Redis`.
+    pub redis: Option<RedisConfig>,
 }
 
 #[derive(Debug, Clone)]

@@ -99,7 +99,7 @@ fn store(s: StoreFile, base: &Path, o: &Overrides) -> StoreConfig {
         StoreKindFile::Embedded => StoreKind::Embedded,
     };
     let path = o.data_dir.clone().unwrap_or_else(|| base.join(&s.path));
-    StoreConfig { kind, path }
+    StoreConfig { kind, path, redis: None }
 }
 
 fn session(s: SessionFile) -> Result<SessionConfig, ConfigError> {

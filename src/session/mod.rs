@@ -10,6 +10,7 @@ pub mod cache;
 pub mod cookie;
 pub mod embedded;
 pub mod manager;
+pub mod redis;
 mod periodic;
 pub mod store;
 #[cfg(test)]
