@@ -24,6 +24,7 @@ use crate::session::store::SessionStore;
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn SessionStore>> {
     Ok(match config.store.kind {
         StoreKind::Embedded => Arc::new(EmbeddedStore::open(&config.store.path)?),
+        StoreKind::Redis => anyhow::bail!("store.kind: the Redis store is not available in this build yet"),
     })
 }
 
