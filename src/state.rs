@@ -9,7 +9,7 @@ use crate::auth::throttle::SignInThrottle;
 use crate::auth::reload::Users;
 use crate::auth::UserDirectory;
 use crate::client_info::ClientInfoResolver;
-use crate::clock::{millis, Clock};
+use crate::clock::{millis, Clock, Millis};
 use crate::config::{Config, StoreKind};
 use crate::pages::templates::Templates;
 use crate::proxy::routes::RouteTable;
@@ -27,6 +27,10 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn SessionStore>> {
         StoreKind::Redis => anyhow::bail!("store.kind: the Redis store is not available in this build yet"),
     })
 }
+
+/// With a shared store, how long a cached session is used before it is re-read (bounds what a
+/// change made elsewhere — other than revocation, which is pushed — takes to be seen).
+const SHARED_CACHE_TTL: Millis = 30_000;
 
 /// How many sessions the in-memory cache holds before it drops some (they are re-read from the
 /// store on their next request).
@@ -75,6 +79,11 @@ impl AppState {
             clock,
             idle_timeout: millis(config.session.idle_timeout),
             absolute_timeout: millis(config.session.absolute_timeout),
+            cache_ttl: match &config.store.redis {
+                Some(_) => SHARED_CACHE_TTL,
+                None => Millis::MAX,
+            },
+            outage_grace: config.store.redis.as_ref().map_or(Millis::MAX, |r| millis(r.outage_grace)),
         };
         let cookies = CookieJar::new(&config.session.cookie_name, config.session.cookie_secure);
         Ok(Arc::new(AppState {

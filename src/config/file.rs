@@ -8,6 +8,7 @@
 use serde::Deserialize;
 
 use super::duration::deserialize_text as duration_text;
+use super::store::StoreFile;
 use super::ConfigError;
 
 /// The whole file. Every section but `[users]` may be left out.
@@ -50,29 +51,6 @@ impl Default for ServerFile {
             shutdown_grace_period: "5s".into(),
             threads: None,
             max_form_bytes: 16 * 1024,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(super) enum StoreKindFile {
-    #[default]
-    Embedded,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(super) struct StoreFile {
-    pub(super) kind: StoreKindFile,
-    pub(super) path: String,
-}
-
-impl Default for StoreFile {
-    fn default() -> Self {
-        StoreFile {
-            kind: StoreKindFile::Embedded,
-            path: "data".into(),
         }
     }
 }

@@ -1,15 +1,17 @@
 //! Validated gateway configuration: what every other module reads, built once at start-up.
 //!
 //! The TOML file format lives in `file.rs` (checked and converted in `validate.rs` and
-//! `routing.rs`), the `DALEA__SECTION__KEY` environment overlay in `env.rs`, duration strings
-//! ("30d") in `duration.rs`; `config/gateway.example.toml` documents every key. `load` turns
-//! file + environment + CLI flags into this internal [`Config`], or a [`ConfigError`] naming
-//! the exact key and why.
+//! `routing.rs`; the `[store]` section's structs and checks in `store.rs`), the
+//! `DALEA__SECTION__KEY` environment overlay in `env.rs`, duration strings ("30d") in
+//! `duration.rs`; `config/gateway.example.toml` documents every key. `load` turns file +
+//! environment + CLI flags into this internal [`Config`], or a [`ConfigError`] naming the exact
+//! key and why.
 
 mod duration;
 mod env;
 mod file;
 mod routing;
+mod store;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -71,13 +73,7 @@ pub enum RedisMode {
 impl std::fmt::Debug for RedisMode {
     // URLs may carry passwords: show hosts only.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let hide = |u: &String| match u.split_once('@') {
-            Some((scheme_user, host)) => {
-                let scheme = scheme_user.split("://").next().unwrap_or_default();
-                format!("{scheme}://<credentials>@{host}")
-            }
-            None => u.clone(),
-        };
+        let hide = |u: &String| store::redact_url(u);
         match self {
             RedisMode::Standalone { url } => f.debug_struct("Standalone").field("url", &hide(url)).finish(),
             RedisMode::Cluster { nodes } => {

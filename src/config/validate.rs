@@ -1,5 +1,5 @@
 //! Checks a parsed [`FileConfig`] and turns it into the internal [`Config`] (upstreams and
-//! routes are checked in `routing.rs`).
+//! routes are checked in `routing.rs`, `[store]` in `store.rs`).
 //!
 //! The first problem found wins, as a [`ConfigError`] whose key is the exact dotted key
 //! (`session.idle_timeout`, `routes[2].upstream`).
@@ -11,8 +11,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::duration::{format_duration, parse_duration};
-use super::file::{ClientInfoFile, FileConfig, ServerFile, SessionFile, StoreFile, StoreKindFile};
+use super::file::{ClientInfoFile, FileConfig, ServerFile, SessionFile};
 use super::routing::{routes, upstreams};
+use super::store::store;
 use super::*;
 
 const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
@@ -25,7 +26,7 @@ impl FileConfig {
     /// directory); `overrides` replace what they name.
     pub(super) fn into_config(self, base: &Path, o: &Overrides) -> Result<Config, ConfigError> {
         let server = server(self.server, o)?;
-        let store = store(self.store, base, o);
+        let store = store(self.store, base, o)?;
         let session = session(self.session)?;
         let client_info = client_info(self.client_info, base)?;
         let upstreams = upstreams(self.upstreams)?;
@@ -92,14 +93,6 @@ fn server(s: ServerFile, o: &Overrides) -> Result<ServerConfig, ConfigError> {
         threads,
         max_form_bytes: s.max_form_bytes,
     })
-}
-
-fn store(s: StoreFile, base: &Path, o: &Overrides) -> StoreConfig {
-    let kind = match s.kind {
-        StoreKindFile::Embedded => StoreKind::Embedded,
-    };
-    let path = o.data_dir.clone().unwrap_or_else(|| base.join(&s.path));
-    StoreConfig { kind, path, redis: None }
 }
 
 fn session(s: SessionFile) -> Result<SessionConfig, ConfigError> {

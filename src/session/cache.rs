@@ -1,7 +1,7 @@
 //! The in-memory session cache in front of the store: token hash → session, bounded. A
 //! cached session is checked without any I/O; revocation removes it here at once.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -14,9 +14,15 @@ use crate::clock::Millis;
 pub struct CachedSession {
     pub session: Session,
     last_active: AtomicI64,
+    /// When the store last confirmed this copy.
+    loaded_at: Millis,
 }
 
 impl CachedSession {
+    pub fn loaded_at(&self) -> Millis {
+        self.loaded_at
+    }
+
     pub fn last_active(&self) -> Millis {
         self.last_active.load(Ordering::Relaxed)
     }
@@ -33,22 +39,25 @@ impl CachedSession {
 pub struct SessionCache {
     map: DashMap<TokenHash, Arc<CachedSession>>,
     capacity: usize,
+    /// False while revocation notices may be missed (a shared store's subscription is down):
+    /// cached copies are then re-checked with the store on every use.
+    trusted: AtomicBool,
 }
 
 impl SessionCache {
     pub fn new(capacity: usize) -> Self {
-        SessionCache { map: DashMap::new(), capacity: capacity.max(8) }
+        SessionCache { map: DashMap::new(), capacity: capacity.max(8), trusted: AtomicBool::new(true) }
     }
 
     pub fn get(&self, hash: &TokenHash) -> Option<Arc<CachedSession>> {
         self.map.get(hash).map(|e| e.value().clone())
     }
 
-    pub fn insert(&self, session: Session) -> Arc<CachedSession> {
+    pub fn insert(&self, session: Session, now: Millis) -> Arc<CachedSession> {
         if self.map.len() >= self.capacity {
             self.evict_some();
         }
-        let entry = Arc::new(CachedSession { last_active: AtomicI64::new(session.last_active_at), session });
+        let entry = Arc::new(CachedSession { last_active: AtomicI64::new(session.last_active_at), session, loaded_at: now });
         self.map.insert(entry.session.token_hash, entry.clone());
         entry
     }
@@ -69,6 +78,19 @@ impl SessionCache {
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    pub fn is_trusted(&self) -> bool {
+        self.trusted.load(Ordering::SeqCst)
+    }
+
+    /// Marks whether revocation notices are arriving. Becoming trusted again clears the cache
+    /// first: a notice missed meanwhile must not keep a revoked session alive.
+    pub fn set_trusted(&self, trusted: bool) {
+        if trusted {
+            self.map.clear();
+        }
+        self.trusted.store(trusted, Ordering::SeqCst);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -104,7 +126,7 @@ mod tests {
     #[test]
     fn touch_only_moves_forward() {
         let cache = SessionCache::new(16);
-        let e = cache.insert(session());
+        let e = cache.insert(session(), 0);
         e.touch(5_000);
         e.touch(3_000);
         assert_eq!(e.last_active(), 5_000);
@@ -114,7 +136,7 @@ mod tests {
     fn stays_within_capacity() {
         let cache = SessionCache::new(16);
         for _ in 0..100 {
-            cache.insert(session());
+            cache.insert(session(), 0);
         }
         assert!(cache.len() <= 16, "{}", cache.len());
     }
@@ -122,8 +144,8 @@ mod tests {
     #[test]
     fn remove_by_id_drops_only_that_session() {
         let cache = SessionCache::new(16);
-        let a = cache.insert(session());
-        let b = cache.insert(session());
+        let a = cache.insert(session(), 0);
+        let b = cache.insert(session(), 0);
         cache.remove_by_id("u", &a.session.id);
         assert!(cache.get(&a.session.token_hash).is_none());
         assert!(cache.get(&b.session.token_hash).is_some());

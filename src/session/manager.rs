@@ -45,6 +45,11 @@ pub struct SessionManager {
     pub clock: Arc<dyn Clock>,
     pub idle_timeout: Millis,
     pub absolute_timeout: Millis,
+    /// How long a cached copy is used without asking the store again (unbounded for the
+    /// embedded store, which no one else writes; short for shared stores).
+    pub cache_ttl: Millis,
+    /// How long a cached copy keeps working while the store cannot be reached.
+    pub outage_grace: Millis,
 }
 
 impl SessionManager {
@@ -54,23 +59,45 @@ impl SessionManager {
 
     /// Resolves the request's session tokens (several if the browser sent duplicates): the
     /// first live one wins. Expired sessions found on the way are deleted.
+    ///
+    /// A cached copy is used without I/O while the cache is trusted (revocation notices are
+    /// flowing) and fresh enough. Otherwise the store decides; if the store cannot answer, a
+    /// cached copy confirmed within the outage grace period still works, and anything else is
+    /// an error (503), never a sign-out. A copy that looks expired is re-read before anything
+    /// is deleted: another replica may have seen newer activity.
     pub async fn lookup(&self, tokens: &[Token]) -> Result<Lookup, StoreError> {
         let now = self.now();
         for token in tokens {
             let hash = token.hash();
-            if let Some(cached) = self.cache.get(&hash) {
-                if cached.session.liveness(cached.last_active(), now, self.idle_timeout) == Liveness::Alive {
-                    return Ok(Lookup::Found(cached));
+            let cached = self.cache.get(&hash);
+            if let Some(c) = &cached {
+                let alive = c.session.liveness(c.last_active(), now, self.idle_timeout) == Liveness::Alive;
+                if alive && self.cache.is_trusted() && now - c.loaded_at() < self.cache_ttl {
+                    return Ok(Lookup::Found(c.clone()));
                 }
-                self.expire(&hash).await;
-                continue;
             }
-            let Some(session) = self.store.get(&hash).await? else { continue };
+            let stored = match self.store.get(&hash).await {
+                Ok(stored) => stored,
+                Err(e) => match cached {
+                    Some(c) if now - c.loaded_at() <= self.outage_grace
+                        && c.session.liveness(c.last_active(), now, self.idle_timeout) == Liveness::Alive =>
+                    {
+                        return Ok(Lookup::Found(c));
+                    }
+                    _ => return Err(e),
+                },
+            };
+            let Some(session) = stored else {
+                self.cache.remove(&hash);
+                self.activity.forget(&hash);
+                continue;
+            };
             let pending = self.activity.pending(&hash).map_or(0, |a| a.at);
-            if session.liveness(pending, now, self.idle_timeout) == Liveness::Alive {
-                let cached = self.cache.insert(session);
-                cached.touch(pending);
-                return Ok(Lookup::Found(cached));
+            let local = cached.as_ref().map_or(0, |c| c.last_active());
+            if session.liveness(pending.max(local), now, self.idle_timeout) == Liveness::Alive {
+                let fresh = self.cache.insert(session, now);
+                fresh.touch(pending.max(local));
+                return Ok(Lookup::Found(fresh));
             }
             self.expire(&hash).await;
         }
@@ -97,7 +124,7 @@ impl SessionManager {
     pub async fn sign_in(&self, new: NewSession) -> Result<(Session, Token), StoreError> {
         let (session, token) = Session::start(new, self.now(), self.absolute_timeout);
         self.store.insert(&session).await?;
-        self.cache.insert(session.clone());
+        self.cache.insert(session.clone(), self.now());
         Ok((session, token))
     }
 
