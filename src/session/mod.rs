@@ -11,6 +11,7 @@ pub mod cookie;
 pub mod embedded;
 pub mod manager;
 pub mod redis;
+pub mod revocation;
 mod periodic;
 pub mod store;
 #[cfg(test)]

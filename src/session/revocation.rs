@@ -1,0 +1,120 @@
+//! Revocation fan-out for shared stores: every replica subscribes to the store's revocation
+//! channel and drops a revoked session from its cache the moment the notice arrives. While the
+//! subscription is down the cache is not trusted (cached sessions are re-checked with the store
+//! on every use), and each time it is (re)established the cache is cleared first, so a notice
+//! missed during a disconnect can never keep a revoked session alive.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use super::activity::ActivityBuffer;
+use super::cache::SessionCache;
+use super::TokenHash;
+
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+pub struct RevocationListener {
+    pub cache: Arc<SessionCache>,
+    pub activity: Arc<ActivityBuffer>,
+    /// Servers to subscribe through, tried in order (any node of a cluster sees every PUBLISH).
+    pub urls: Vec<String>,
+    pub channel: String,
+    pub timeout: Duration,
+}
+
+/// A notice's payload: the revoked session's token hash as 64 hex digits.
+pub fn parse_notice(payload: &[u8]) -> Option<TokenHash> {
+    if payload.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in payload.chunks(2).enumerate() {
+        let hex = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(hex, 16).ok()?;
+    }
+    Some(TokenHash(out))
+}
+
+impl RevocationListener {
+    async fn subscribe(&self) -> Result<redis::aio::PubSub, String> {
+        let mut last = String::from("no server to subscribe through");
+        for url in &self.urls {
+            let attempt = async {
+                let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+                let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
+                pubsub.subscribe(&self.channel).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(pubsub)
+            };
+            match tokio::time::timeout(self.timeout.max(Duration::from_secs(1)), attempt).await {
+                Ok(Ok(pubsub)) => return Ok(pubsub),
+                Ok(Err(e)) => last = e,
+                Err(_) => last = "timed out".to_string(),
+            }
+        }
+        Err(last)
+    }
+
+    fn on_notice(&self, payload: &[u8]) {
+        match parse_notice(payload) {
+            Some(hash) => {
+                self.cache.remove(&hash);
+                self.activity.forget(&hash);
+            }
+            None => tracing::warn!("ignored a malformed revocation notice"),
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for RevocationListener {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut backoff = RETRY_MIN;
+        loop {
+            match self.subscribe().await {
+                Ok(pubsub) => {
+                    self.cache.set_trusted(true);
+                    tracing::info!(channel = %self.channel, "revocation notices subscribed; session cache cleared");
+                    backoff = RETRY_MIN;
+                    let mut notices = pubsub.into_on_message();
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.changed() => return,
+                            msg = notices.next() => match msg {
+                                Some(m) => self.on_notice(m.get_payload_bytes()),
+                                None => break,
+                            },
+                        }
+                    }
+                    self.cache.set_trusted(false);
+                    tracing::warn!("revocation subscription lost; cached sessions are re-checked with the store until it is back");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot subscribe to revocation notices; will retry"),
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(RETRY_MAX);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_carry_a_token_hash_in_hex() {
+        let h = super::super::Token::generate().hash();
+        let hex: String = h.0.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(parse_notice(hex.as_bytes()), Some(h));
+        assert_eq!(parse_notice(b"zz"), None);
+        assert_eq!(parse_notice(&[b'g'; 64]), None);
+    }
+}
