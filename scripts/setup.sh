@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Dalea Gateway needs on Debian/Ubuntu when it is missing:
 # cmake (pingora's zlib-ng build), and with `--test` also Chromium and Node.js for the browser
-# test. Safe to run again; does nothing when everything is there.
+# test and Redis (server, cli, sentinel) for the Redis store tests. Safe to run again; does nothing when everything is there.
 set -euo pipefail
 
 want_test=false
@@ -12,6 +12,9 @@ command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 if $want_test; then
   [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+  command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
   command -v node >/dev/null 2>&1 || missing+=(nodejs)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
 fi

@@ -16,9 +16,10 @@ use pingora::services::listening::Service;
 
 use crate::auth::reload::UsersReloader;
 use crate::clock::Clock;
-use crate::config::{Config, UpstreamTarget};
+use crate::config::{Config, RedisMode, UpstreamTarget};
 use crate::proxy::Gateway;
 use crate::session::activity::ActivityFlusher;
+use crate::session::revocation::RevocationListener;
 use crate::session::sweeper::ExpirySweeper;
 use crate::session::store::SessionStore;
 use crate::session::Token;
@@ -72,6 +73,26 @@ pub fn build_with_store(config: Config, clock: Arc<dyn Clock>, store: Arc<dyn Se
     admin.add_tcp(&cfg.server.admin_listen.to_string());
     server.add_service(admin);
 
+    if let Some(redis) = &cfg.store.redis {
+        // Until the first subscription, revocations from other replicas could be missed.
+        state.sessions.cache.set_trusted(false);
+        let urls = match &redis.mode {
+            RedisMode::Standalone { url } => vec![url.clone()],
+            RedisMode::Cluster { nodes } => nodes.clone(),
+            // Not yet: without a subscription the cache stays untrusted (every use re-checks).
+            RedisMode::Sentinel { .. } => Vec::new(),
+        };
+        server.add_service(background_service(
+            "revocations",
+            RevocationListener {
+                cache: state.sessions.cache.clone(),
+                activity: state.sessions.activity.clone(),
+                urls,
+                channel: format!("{}:revocations", redis.key_prefix),
+                timeout: redis.timeout,
+            },
+        ));
+    }
     if let Some(whoami) = whoami {
         server.add_service(background_service("whoami", whoami));
     }
@@ -88,16 +109,17 @@ pub fn build_with_store(config: Config, clock: Arc<dyn Clock>, store: Arc<dyn Se
         "users",
         UsersReloader { users: state.users.clone(), path: cfg.users.file.clone(), interval: USERS_CHECK_INTERVAL },
     ));
-    server.add_service(background_service(
-        "sweeper",
-        ExpirySweeper {
+    // With Redis, key TTLs expire sessions; sweeping would mean scanning every key.
+    if cfg.store.redis.is_none() {
+        let sweeper = ExpirySweeper {
             store: state.sessions.store.clone(),
             cache: state.sessions.cache.clone(),
             clock,
             idle_timeout: state.sessions.idle_timeout,
             interval: cfg.session.sweep_interval,
-        },
-    ));
+        };
+        server.add_service(background_service("sweeper", sweeper));
+    }
     Ok(Built { server, state })
 }
 

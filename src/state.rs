@@ -17,6 +17,7 @@ use crate::session::activity::ActivityBuffer;
 use crate::session::cache::SessionCache;
 use crate::session::cookie::CookieJar;
 use crate::session::embedded::EmbeddedStore;
+use crate::session::redis::RedisStore;
 use crate::session::manager::SessionManager;
 use crate::session::store::SessionStore;
 
@@ -24,7 +25,10 @@ use crate::session::store::SessionStore;
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn SessionStore>> {
     Ok(match config.store.kind {
         StoreKind::Embedded => Arc::new(EmbeddedStore::open(&config.store.path)?),
-        StoreKind::Redis => anyhow::bail!("store.kind: the Redis store is not available in this build yet"),
+        StoreKind::Redis => {
+            let redis = config.store.redis.clone().ok_or_else(|| anyhow::anyhow!("store.url: Redis settings missing"))?;
+            Arc::new(RedisStore::new(redis, config.session.idle_timeout)?)
+        }
     })
 }
 

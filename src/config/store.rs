@@ -116,7 +116,9 @@ fn redis(s: StoreFile) -> Result<RedisConfig, ConfigError> {
             format!("{} is outside 50ms..=10s", timeout_text.trim()),
         ));
     }
-    let grace_text = s.outage_grace.unwrap_or_else(|| DEFAULT_OUTAGE_GRACE.into());
+    let grace_text = s
+        .outage_grace
+        .unwrap_or_else(|| DEFAULT_OUTAGE_GRACE.into());
     let outage_grace = duration("store.outage_grace", &grace_text)?;
     if outage_grace > MAX_OUTAGE_GRACE {
         return Err(ConfigError::new(
@@ -169,7 +171,10 @@ fn mode(
         (_, _, Some(master), Some(sentinels)) => {
             let master = master.trim();
             if master.is_empty() {
-                return Err(ConfigError::new("store.sentinel_master", "must not be empty"));
+                return Err(ConfigError::new(
+                    "store.sentinel_master",
+                    "must not be empty",
+                ));
             }
             Ok(RedisMode::Sentinel {
                 master: master.to_string(),

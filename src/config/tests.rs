@@ -8,6 +8,8 @@ use super::*;
 
 mod layering;
 mod routing;
+mod store;
+mod store_env;
 
 const BASE: &str = "/etc/dalea";
 

@@ -9,5 +9,6 @@ mod client_info;
 mod expiry;
 mod outage;
 mod proxying;
+mod replicas;
 mod sessions;
 mod signin;

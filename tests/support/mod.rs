@@ -6,6 +6,7 @@
 
 pub mod echo;
 pub mod mmdb;
+pub mod redis;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

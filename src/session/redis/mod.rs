@@ -1,2 +1,167 @@
-//! The Redis session store (in progress): sessions, per-person index and revocation notices in
-//! Redis, so many gateway replicas share them.
+//! The Redis session store: sessions, the per-person index and revocation notices in Redis, so
+//! many gateway replicas share them. Runs unchanged on a standalone server and on Redis Cluster
+//! (Sentinel is not implemented yet).
+//!
+//! # Key layout (`P` = `RedisConfig::key_prefix`)
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `P:s:{<hex of token hash>}` | HASH | `rec` = record (`[version byte] ++ JSON`, as in the embedded store), `la` = last-active millis, `ip` = last IP (`""` = unchanged), `exp` = absolute expiry millis |
+//! | `P:u:{<user id>}` | HASH | public id → token-hash hex (the per-person index) |
+//! | channel `P:revocations` | pub/sub | payload = token-hash hex of a removed session |
+//!
+//! The `{…}` parts are Redis Cluster hash tags, so every command touches exactly one key and one
+//! hash slot; nothing needs a cross-slot transaction. Only SHA-256 hashes of tokens are stored.
+//!
+//! - Validating a request on a cache miss is one round trip: `HGETALL P:s:{hash}`.
+//! - Last-active and IP live in their own fields, so the activity flusher never rewrites the
+//!   record; it runs one small Lua script per session (pipelined, one round trip per node)
+//!   that does nothing when the key is gone, so activity never resurrects a removed session.
+//! - Expiry is by key TTL: the session key lives until
+//!   `min(last active + idle timeout, expires_at)`, refreshed by each activity write; the
+//!   index key's TTL is raised to at least the longest absolute lifetime of its sessions.
+//! - An index entry whose session key is gone (expired) is dropped by `list_for_user`.
+//! - `remove` deletes the session key, then the index entry, then publishes the hash on
+//!   `P:revocations`; it returns only after the delete and the publish succeeded.
+//!
+//! Connections are made lazily on first use (redis-rs drivers bind to the runtime that creates
+//! them, and the gateway builds its state before pingora's runtimes exist); a failed connect
+//! is retried by the next call. Every call is bounded by `RedisConfig::timeout`; a timeout or a
+//! connection error is `StoreError::Unavailable`.
+
+mod conn;
+mod fields;
+#[cfg(test)]
+#[path = "../../../tests/support/redis.rs"]
+mod redis_server;
+mod scripts;
+mod store_impl;
+mod sweep;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_outage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+
+use super::store::StoreError;
+use super::TokenHash;
+use crate::clock::{millis, Clock, Millis, SystemClock};
+use crate::config::{RedisConfig, RedisMode};
+use conn::{Conn, Target};
+
+/// Redis-backed [`SessionStore`](super::store::SessionStore).
+pub struct RedisStore {
+    target: Target,
+    conn: OnceCell<Conn>,
+    prefix: String,
+    timeout: Duration,
+    idle_timeout: Millis,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Checks the settings without connecting (the connection is made on first use).
+    /// `idle_timeout` is the session idle timeout, used for key TTLs.
+    pub fn new(config: RedisConfig, idle_timeout: Duration) -> Result<RedisStore, StoreError> {
+        Self::with_clock(config, idle_timeout, Arc::new(SystemClock))
+    }
+
+    /// As [`new`](Self::new), with the clock TTLs are computed from (tests pin it).
+    pub fn with_clock(
+        config: RedisConfig,
+        idle_timeout: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Result<RedisStore, StoreError> {
+        if config.key_prefix.contains(['{', '}']) {
+            // Braces would turn the prefix into the hash tag and put every key in one slot.
+            return Err(StoreError::Unavailable("redis key_prefix must not contain '{' or '}'".into()));
+        }
+        let timeout = config.timeout.max(Duration::from_millis(1));
+        let target = match &config.mode {
+            RedisMode::Standalone { url } => Target::standalone(url, timeout)?,
+            RedisMode::Cluster { nodes } => Target::cluster(nodes, timeout)?,
+            RedisMode::Sentinel { .. } => {
+                return Err(StoreError::Unavailable("sentinel mode is not implemented yet".into()))
+            }
+        };
+        Ok(RedisStore {
+            target,
+            conn: OnceCell::new(),
+            prefix: config.key_prefix,
+            timeout,
+            idle_timeout: millis(idle_timeout).max(1),
+            clock,
+        })
+    }
+
+    /// The pub/sub channel revocation notices are published on.
+    pub fn revocation_channel(&self) -> String {
+        format!("{}:revocations", self.prefix)
+    }
+
+    /// The token hash carried by a revocation notice, if the payload is one.
+    pub fn parse_revocation(payload: &[u8]) -> Option<TokenHash> {
+        if payload.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in payload.chunks_exact(2).enumerate() {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            out[i] = (hi * 16 + lo) as u8;
+        }
+        Some(TokenHash(out))
+    }
+
+    fn session_key(&self, hash: &TokenHash) -> String {
+        format!("{}:s:{{{}}}", self.prefix, hex(hash))
+    }
+
+    fn index_key(&self, user_id: &str) -> String {
+        format!("{}:u:{{{}}}", self.prefix, user_id)
+    }
+
+    /// The connection, made on first use; a failed attempt leaves the cell empty so the next
+    /// call tries again.
+    async fn conn(&self) -> Result<&Conn, StoreError> {
+        self.conn.get_or_try_init(|| self.target.connect()).await
+    }
+
+    /// Runs `f` within the configured timeout; running out of time is `Unavailable`.
+    async fn bounded<T, F>(&self, what: &str, f: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable(format!("redis {what} did not answer within {:?}", self.timeout))),
+        }
+    }
+}
+
+/// Lower-case hex of a token hash (the form used in keys, the index and notices).
+pub(crate) fn hex(hash: &TokenHash) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(64);
+    for b in hash.0 {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("redis: {e}"))
+}

@@ -1,0 +1,210 @@
+//! `SessionStore` for `RedisStore`: each method is a few single-slot round trips, bounded by
+//! the configured timeout (see the key layout in the module header).
+
+use std::collections::HashMap;
+
+use ::redis::{Cmd, RedisResult, Script, Value};
+use async_trait::async_trait;
+
+use super::conn::Conn;
+use super::fields::{self, decode_hash, decode_record, EXP, LA, REC};
+use super::scripts::{evalsha, ACTIVITY, INDEX_ADD};
+use super::{hex, unavailable, RedisStore};
+use crate::clock::Millis;
+use crate::session::store::{Activity, SessionStore, StoreError};
+use crate::session::{PublicId, Session, TokenHash};
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let Some(ttl) = fields::ttl(session.last_active_at, session.expires_at, self.idle_timeout, now) else {
+            return Ok(()); // already over: writing it would only store a dead session
+        };
+        let record = fields::encode(session)?;
+        let skey = self.session_key(&session.token_hash);
+        let ikey = self.index_key(&session.user_id);
+        // The index outlives every session in it: at least this one's absolute lifetime.
+        let index_ttl = session.expires_at.saturating_sub(now).max(ttl);
+        self.bounded("insert", async {
+            let conn = self.conn().await?;
+            let mut pipe = ::redis::pipe();
+            pipe.atomic()
+                .cmd("DEL")
+                .arg(&skey)
+                .ignore()
+                .cmd("HSET")
+                .arg(&skey)
+                .arg(REC)
+                .arg(record)
+                .arg(LA)
+                .arg(session.last_active_at)
+                .arg(EXP)
+                .arg(session.expires_at)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&skey)
+                .arg(ttl)
+                .ignore();
+            conn.pipe::<()>(&pipe).await.map_err(unavailable)?;
+            let add = evalsha(&INDEX_ADD, &ikey, &[&session.id.as_str(), &hex(&session.token_hash), &index_ttl]);
+            let indexed = run_scripts(conn, &INDEX_ADD, vec![(ikey.clone(), add)]).await.and_then(first_ok);
+            if let Err(e) = indexed {
+                // Without its index entry the session could not be listed or revoked by id.
+                let _ = conn.cmd::<()>(::redis::cmd("DEL").arg(&skey)).await;
+                return Err(e);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get(&self, hash: &TokenHash) -> Result<Option<Session>, StoreError> {
+        let key = self.session_key(hash);
+        self.bounded("get", async {
+            let conn = self.conn().await?;
+            let fields: HashMap<String, Vec<u8>> =
+                conn.cmd(::redis::cmd("HGETALL").arg(&key)).await.map_err(unavailable)?;
+            decode_hash(fields)
+        })
+        .await
+    }
+
+    async fn list_for_user(&self, user_id: &str) -> Result<Vec<Session>, StoreError> {
+        let ikey = self.index_key(user_id);
+        self.bounded("list_for_user", async {
+            let conn = self.conn().await?;
+            let index: HashMap<String, String> =
+                conn.cmd(::redis::cmd("HGETALL").arg(&ikey)).await.map_err(unavailable)?;
+            let entries: Vec<(String, String)> = index.into_iter().collect();
+            let cmds = entries
+                .iter()
+                .map(|(_, h)| {
+                    let key = format!("{}:s:{{{h}}}", self.prefix);
+                    let cmd = ::redis::cmd("HGETALL").arg(&key).to_owned();
+                    (key, cmd)
+                })
+                .collect();
+            let replies = conn.batch(cmds).await.map_err(unavailable)?;
+            let mut out = Vec::with_capacity(entries.len());
+            let mut stale = Vec::new();
+            for ((public_id, _), reply) in entries.into_iter().zip(replies) {
+                let map: HashMap<String, Vec<u8>> =
+                    reply.and_then(|v| Ok(::redis::from_redis_value(v)?)).map_err(unavailable)?;
+                match decode_hash(map)? {
+                    Some(s) if s.user_id == user_id && s.id.as_str() == public_id => out.push(s),
+                    // The session key expired (or never belonged here): clean, don't show.
+                    _ => stale.push(public_id),
+                }
+            }
+            if !stale.is_empty() {
+                conn.cmd::<()>(::redis::cmd("HDEL").arg(&ikey).arg(&stale)).await.map_err(unavailable)?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn find_for_user(&self, user_id: &str, id: &PublicId) -> Result<Option<Session>, StoreError> {
+        let ikey = self.index_key(user_id);
+        self.bounded("find_for_user", async {
+            let conn = self.conn().await?;
+            let h: Option<String> =
+                conn.cmd(::redis::cmd("HGET").arg(&ikey).arg(id.as_str())).await.map_err(unavailable)?;
+            let Some(hash) = h.as_deref().and_then(|h| RedisStore::parse_revocation(h.as_bytes())) else {
+                return Ok(None);
+            };
+            let fields: HashMap<String, Vec<u8>> =
+                conn.cmd(::redis::cmd("HGETALL").arg(self.session_key(&hash))).await.map_err(unavailable)?;
+            Ok(decode_hash(fields)?.filter(|s| s.user_id == user_id && &s.id == id))
+        })
+        .await
+    }
+
+    /// Deletes the record, then its index entry, then publishes the notice. The notice is
+    /// published even when the record was already gone, so retrying a remove whose publish
+    /// failed still reaches every replica.
+    async fn remove(&self, hash: &TokenHash) -> Result<bool, StoreError> {
+        let skey = self.session_key(hash);
+        let channel = self.revocation_channel();
+        let notice = hex(hash);
+        self.bounded("remove", async {
+            let conn = self.conn().await?;
+            let mut take = ::redis::pipe();
+            take.atomic().cmd("HGET").arg(&skey).arg(REC).cmd("DEL").arg(&skey);
+            let (record, deleted): (Option<Vec<u8>>, i64) = conn.pipe(&take).await.map_err(unavailable)?;
+            let session = record.as_deref().map(decode_record).transpose().ok().flatten();
+            // One round trip: the index entry and the notice (separate slots in a cluster).
+            let mut then = Vec::with_capacity(2);
+            if let Some(s) = &session {
+                let ikey = self.index_key(&s.user_id);
+                let hdel = ::redis::cmd("HDEL").arg(&ikey).arg(s.id.as_str()).to_owned();
+                then.push((ikey, hdel));
+            }
+            then.push((channel.clone(), ::redis::cmd("PUBLISH").arg(&channel).arg(&notice).to_owned()));
+            first_ok(conn.batch(then).await.map_err(unavailable)?)?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn record_activity(&self, batch: &[Activity]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let cmds: Vec<(String, Cmd)> = batch
+            .iter()
+            .map(|a| {
+                let key = self.session_key(&a.token_hash);
+                let ip = a.ip.map(|ip| ip.to_string()).unwrap_or_default();
+                let cmd = evalsha(&ACTIVITY, &key, &[&a.at, &ip, &now, &self.idle_timeout]);
+                (key, cmd)
+            })
+            .collect();
+        self.bounded("record_activity", async {
+            let conn = self.conn().await?;
+            let replies = run_scripts(conn, &ACTIVITY, cmds).await?;
+            replies.into_iter().try_for_each(|r| r.map(drop).map_err(unavailable))
+        })
+        .await
+    }
+
+    /// Redis expires sessions by key TTL on its own; this sweep is the backstop for keys
+    /// whose TTL outlives their liveness (e.g. after the idle timeout was lowered) and is what
+    /// the shared contract checks. It SCANs session keys on every data node, so run it rarely.
+    async fn remove_expired(&self, now: Millis, idle_timeout: Millis) -> Result<usize, StoreError> {
+        self.sweep(now, idle_timeout).await
+    }
+}
+
+/// Runs single-key EVALSHA commands as one batch; those that fail with NOSCRIPT (script
+/// cache empty after a restart or on a new node) are retried after loading the script.
+pub(super) async fn run_scripts(
+    conn: &Conn,
+    script: &Script,
+    cmds: Vec<(String, Cmd)>,
+) -> Result<Vec<RedisResult<Value>>, StoreError> {
+    let mut replies = conn.batch(cmds.clone()).await.map_err(unavailable)?;
+    let missing: Vec<usize> = replies
+        .iter()
+        .enumerate()
+        .filter(
+            |(_, r)| matches!(r, Err(e) if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript)),
+        )
+        .map(|(i, _)| i)
+        .collect();
+    if missing.is_empty() {
+        return Ok(replies);
+    }
+    conn.load_script(script).await.map_err(unavailable)?;
+    let retry = missing.iter().map(|&i| cmds[i].clone()).collect();
+    for (i, r) in missing.into_iter().zip(conn.batch(retry).await.map_err(unavailable)?) {
+        replies[i] = r;
+    }
+    Ok(replies)
+}
+
+fn first_ok(replies: Vec<RedisResult<Value>>) -> Result<(), StoreError> {
+    replies.into_iter().try_for_each(|r| r.map(drop).map_err(unavailable))
+}

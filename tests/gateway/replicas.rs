@@ -1,0 +1,66 @@
+//! Several gateway replicas on one real Redis: a session signed in on one is usable on the
+//! other, and a revoke on one signs it out on the other as soon as the notice arrives.
+
+use std::time::{Duration, Instant};
+
+use crate::support::redis::RedisServer;
+use crate::support::*;
+
+fn replica(redis: &RedisServer) -> TestGateway {
+    Setup::default().toml(&format!("[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"1s\"", redis.url())).start()
+}
+
+/// Waits until `gw` has subscribed to revocation notices (its cache is trusted again).
+async fn subscribed(gw: &TestGateway) {
+    for _ in 0..100 {
+        if gw.state.sessions.cache.is_trusted() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the replica never subscribed to revocation notices");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoke_on_one_replica_signs_the_session_out_on_the_other() {
+    let redis = RedisServer::start();
+    let r1 = replica(&redis);
+    let r2 = replica(&redis);
+    subscribed(&r1).await;
+    subscribed(&r2).await;
+
+    let mine = sign_in(&r1, DEMO_EMAIL, CHROME_MAC).await;
+    let mut latencies = Vec::new();
+    for _ in 0..20 {
+        let other = sign_in(&r1, DEMO_EMAIL, FIREFOX_WIN).await;
+        // Browse through replica 2 (the session is now in its cache).
+        assert_eq!(client().get(r2.url("/app")).header("cookie", &other).send().await.unwrap().status(), 200);
+        let (_, v) = sessions(&r2, &other).await;
+        let id = v["sessions"].as_array().unwrap().iter().find(|s| s["current"] == true).unwrap()["id"].as_str().unwrap().to_string();
+
+        let resp = client().delete(r1.url(&format!("/.dalea/api/sessions/{id}"))).header("cookie", &mine).send().await.unwrap();
+        assert_eq!(resp.status(), 204);
+        let revoked_at = Instant::now();
+        loop {
+            let status = client().get(r2.url("/app")).header("cookie", &other).send().await.unwrap().status();
+            if status == 401 {
+                latencies.push(revoked_at.elapsed());
+                break;
+            }
+            assert_eq!(status, 200);
+            assert!(revoked_at.elapsed() < Duration::from_secs(2), "replica 2 still accepts the revoked session");
+        }
+    }
+    latencies.sort();
+    eprintln!(
+        "revocation latency across replicas over {} trials: p50 {:?}, max {:?}",
+        latencies.len(),
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    // And the session list agrees on both replicas.
+    let (_, v1) = sessions(&r1, &mine).await;
+    let (_, v2) = sessions(&r2, &mine).await;
+    assert_eq!(v1["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(v2["sessions"].as_array().unwrap().len(), 1);
+}
