@@ -9,7 +9,8 @@ use crate::clock::Millis;
 
 const DAY: Millis = 86_400_000;
 
-fn session(user: &str, now: Millis) -> Session {
+/// A test session for `user`, signed in at `now`, ending `absolute` later.
+pub(crate) fn session_at(user: &str, now: Millis, absolute: Millis) -> (Session, super::Token) {
     let new = NewSession {
         user_id: user.into(),
         method: SignInMethod::Password,
@@ -18,7 +19,11 @@ fn session(user: &str, now: Millis) -> Session {
         user_agent: "test-agent".into(),
         client_hints: ClientHints::default(),
     };
-    Session::start(new, now, 90 * DAY).0
+    Session::start(new, now, absolute)
+}
+
+fn session(user: &str, now: Millis) -> Session {
+    session_at(user, now, 90 * DAY).0
 }
 
 /// Runs every contract check against `store`, which must start empty.

@@ -10,12 +10,11 @@ use ::redis::Commands;
 
 use super::redis_server::{RedisCluster, RedisServer};
 use super::{hex, RedisStore};
-use crate::client_info::ClientHints;
 use crate::clock::{Clock, ManualClock, Millis, SystemClock};
 use crate::config::{RedisConfig, RedisMode};
 use crate::session::store::{Activity, SessionStore};
 use crate::session::store_contract::run_all;
-use crate::session::{NewSession, Session, SignInMethod, Token};
+use crate::session::{Session, Token};
 
 const DAY: Duration = Duration::from_secs(86_400);
 const MINUTE: Millis = 60_000;
@@ -32,17 +31,7 @@ fn standalone(server: &RedisServer) -> RedisStore {
     .expect("store")
 }
 
-pub(super) fn session_at(user: &str, now: Millis, absolute: Millis) -> (Session, Token) {
-    let new = NewSession {
-        user_id: user.into(),
-        method: SignInMethod::Password,
-        remember_me: false,
-        ip: Some(IpAddr::from([192, 0, 2, 1])),
-        user_agent: "test-agent".into(),
-        client_hints: ClientHints::default(),
-    };
-    Session::start(new, now, absolute)
-}
+pub(super) use crate::session::store_contract::session_at;
 
 fn raw(server: &RedisServer) -> ::redis::Connection {
     ::redis::Client::open(server.url()).expect("client").get_connection().expect("raw connection")
