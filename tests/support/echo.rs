@@ -44,6 +44,7 @@ impl EchoUpstream {
 async fn serve(listener: TcpListener) {
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else { continue };
+                let _ = stream.set_nodelay(true);
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 8192];
@@ -89,7 +90,8 @@ async fn serve(listener: TcpListener) {
                             body.len()
                         );
                         buf.drain(..len + body_len);
-                        if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(body.as_bytes()).await.is_err() {
+                        // One write: a head and body sent separately meet Nagle + delayed ACK.
+                        if stream.write_all(&[head.into_bytes(), body.into_bytes()].concat()).await.is_err() {
                             return;
                         }
                     }
