@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::config::{Config, RedisMode, UpstreamTarget};
 use crate::proxy::Gateway;
 use crate::session::activity::ActivityFlusher;
-use crate::session::revocation::RevocationListener;
+use crate::session::revocation::{RevocationListener, SubscribeVia};
 use crate::session::sweeper::ExpirySweeper;
 use crate::session::store::SessionStore;
 use crate::session::Token;
@@ -76,18 +76,20 @@ pub fn build_with_store(config: Config, clock: Arc<dyn Clock>, store: Arc<dyn Se
     if let Some(redis) = &cfg.store.redis {
         // Until the first subscription, revocations from other replicas could be missed.
         state.sessions.cache.set_trusted(false);
-        let urls = match &redis.mode {
-            RedisMode::Standalone { url } => vec![url.clone()],
-            RedisMode::Cluster { nodes } => nodes.clone(),
-            // Not yet: without a subscription the cache stays untrusted (every use re-checks).
-            RedisMode::Sentinel { .. } => Vec::new(),
+        let via = match &redis.mode {
+            RedisMode::Standalone { url } => SubscribeVia::Servers(vec![url.clone()]),
+            RedisMode::Cluster { nodes } => SubscribeVia::Servers(nodes.clone()),
+            // The current master, asked of the sentinels on every (re)subscription.
+            RedisMode::Sentinel { master, sentinels } => {
+                SubscribeVia::Sentinel { master: master.clone(), sentinels: sentinels.clone() }
+            }
         };
         server.add_service(background_service(
             "revocations",
             RevocationListener {
                 cache: state.sessions.cache.clone(),
                 activity: state.sessions.activity.clone(),
-                urls,
+                via,
                 channel: format!("{}:revocations", redis.key_prefix),
                 timeout: redis.timeout,
             },

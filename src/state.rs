@@ -88,6 +88,7 @@ impl AppState {
                 None => Millis::MAX,
             },
             outage_grace: config.store.redis.as_ref().map_or(Millis::MAX, |r| millis(r.outage_grace)),
+            outage_since: Default::default(),
         };
         let cookies = CookieJar::new(&config.session.cookie_name, config.session.cookie_secure);
         Ok(Arc::new(AppState {

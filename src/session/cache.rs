@@ -1,7 +1,7 @@
 //! The in-memory session cache in front of the store: token hash → session, bounded. A
 //! cached session is checked without any I/O; revocation removes it here at once.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -42,11 +42,14 @@ pub struct SessionCache {
     /// False while revocation notices may be missed (a shared store's subscription is down):
     /// cached copies are then re-checked with the store on every use.
     trusted: AtomicBool,
+    /// Bumped before entries are dropped (revoked, signed out, cache cleared). A store read that
+    /// began at an older epoch may predate the drop, so its copy is not kept (see `insert_read`).
+    epoch: AtomicU64,
 }
 
 impl SessionCache {
     pub fn new(capacity: usize) -> Self {
-        SessionCache { map: DashMap::new(), capacity: capacity.max(8), trusted: AtomicBool::new(true) }
+        SessionCache { map: DashMap::new(), capacity: capacity.max(8), trusted: AtomicBool::new(true), epoch: AtomicU64::new(0) }
     }
 
     pub fn get(&self, hash: &TokenHash) -> Option<Arc<CachedSession>> {
@@ -62,12 +65,31 @@ impl SessionCache {
         entry
     }
 
+    /// The current epoch; read it before a store read whose result will be cached.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Caches `session` as read from the store while the cache was at `epoch`. If anything was
+    /// dropped since (a revocation notice, a cleared cache), the read may predate that drop: the
+    /// copy is returned for this request but not kept, so the next request reads the store.
+    pub fn insert_read(&self, session: Session, now: Millis, epoch: u64) -> Arc<CachedSession> {
+        let entry = self.insert(session, now);
+        // Drops bump the epoch before removing, so a drop either sees this entry or is seen here.
+        if self.epoch() != epoch {
+            self.map.remove_if(&entry.session.token_hash, |_, v| Arc::ptr_eq(v, &entry));
+        }
+        entry
+    }
+
     pub fn remove(&self, hash: &TokenHash) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         self.map.remove(hash);
     }
 
     /// Drops one person's session by public id (used when only the id is known).
     pub fn remove_by_id(&self, user_id: &str, id: &PublicId) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         self.map.retain(|_, v| !(v.session.user_id == user_id && &v.session.id == id));
     }
 
@@ -88,6 +110,7 @@ impl SessionCache {
     /// first: a notice missed meanwhile must not keep a revoked session alive.
     pub fn set_trusted(&self, trusted: bool) {
         if trusted {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
             self.map.clear();
         }
         self.trusted.store(trusted, Ordering::SeqCst);
@@ -139,6 +162,19 @@ mod tests {
             cache.insert(session(), 0);
         }
         assert!(cache.len() <= 16, "{}", cache.len());
+    }
+
+    #[test]
+    fn a_read_older_than_a_drop_is_not_kept() {
+        let cache = SessionCache::new(16);
+        let s = session();
+        let before = cache.epoch();
+        cache.remove(&s.token_hash); // e.g. a revocation notice while the read was in flight
+        let e = cache.insert_read(s.clone(), 0, before);
+        assert_eq!(e.session.id, s.id, "the read is still answered");
+        assert!(cache.get(&s.token_hash).is_none(), "but not cached");
+        let e = cache.insert_read(s.clone(), 0, cache.epoch());
+        assert!(cache.get(&e.session.token_hash).is_some());
     }
 
     #[test]

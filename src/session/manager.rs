@@ -2,6 +2,7 @@
 //! sign in, record activity, list one person's sessions, revoke and sign out.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use super::activity::ActivityBuffer;
@@ -50,6 +51,8 @@ pub struct SessionManager {
     pub cache_ttl: Millis,
     /// How long a cached copy keeps working while the store cannot be reached.
     pub outage_grace: Millis,
+    /// When the current store outage began (0: the store is answering).
+    pub outage_since: AtomicI64,
 }
 
 impl SessionManager {
@@ -76,16 +79,29 @@ impl SessionManager {
                     return Ok(Lookup::Found(c.clone()));
                 }
             }
+            // Read before the store: a revocation handled while the read is in flight must win.
+            let epoch = self.cache.epoch();
             let stored = match self.store.get(&hash).await {
-                Ok(stored) => stored,
-                Err(e) => match cached {
-                    Some(c) if now - c.loaded_at() <= self.outage_grace
-                        && c.session.liveness(c.last_active(), now, self.idle_timeout) == Liveness::Alive =>
-                    {
-                        return Ok(Lookup::Found(c));
+                Ok(stored) => {
+                    self.outage_since.store(0, Ordering::Relaxed);
+                    stored
+                }
+                Err(e) => {
+                    // The grace period runs from the start of the outage, not from when a copy
+                    // was last confirmed: every session cached when the store went away gets it.
+                    let since = match self.outage_since.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed) {
+                        Ok(_) => now,
+                        Err(earlier) => earlier,
+                    };
+                    match cached {
+                        Some(c) if now - since <= self.outage_grace
+                            && c.session.liveness(c.last_active(), now, self.idle_timeout) == Liveness::Alive =>
+                        {
+                            return Ok(Lookup::Found(c));
+                        }
+                        _ => return Err(e),
                     }
-                    _ => return Err(e),
-                },
+                }
             };
             let Some(session) = stored else {
                 self.cache.remove(&hash);
@@ -95,7 +111,7 @@ impl SessionManager {
             let pending = self.activity.pending(&hash).map_or(0, |a| a.at);
             let local = cached.as_ref().map_or(0, |c| c.last_active());
             if session.liveness(pending.max(local), now, self.idle_timeout) == Liveness::Alive {
-                let fresh = self.cache.insert(session, now);
+                let fresh = self.cache.insert_read(session, now, epoch);
                 fresh.touch(pending.max(local));
                 return Ok(Lookup::Found(fresh));
             }

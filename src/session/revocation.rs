@@ -14,6 +14,7 @@ use pingora::services::background::BackgroundService;
 
 use super::activity::ActivityBuffer;
 use super::cache::SessionCache;
+use super::redis::SentinelResolver;
 use super::TokenHash;
 
 const RETRY_MIN: Duration = Duration::from_millis(200);
@@ -22,10 +23,19 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 pub struct RevocationListener {
     pub cache: Arc<SessionCache>,
     pub activity: Arc<ActivityBuffer>,
-    /// Servers to subscribe through, tried in order (any node of a cluster sees every PUBLISH).
-    pub urls: Vec<String>,
+    /// Where to subscribe.
+    pub via: SubscribeVia,
     pub channel: String,
     pub timeout: Duration,
+}
+
+/// How the listener finds the server to subscribe on.
+pub enum SubscribeVia {
+    /// Servers to subscribe through, tried in order (any node of a cluster sees every PUBLISH).
+    Servers(Vec<String>),
+    /// The current master of `master`, asked of the sentinels on every (re)subscription, so
+    /// after a failover the listener resubscribes on the promoted replica.
+    Sentinel { master: String, sentinels: Vec<String> },
 }
 
 /// A notice's payload: the revoked session's token hash as 64 hex digits.
@@ -43,21 +53,47 @@ pub fn parse_notice(payload: &[u8]) -> Option<TokenHash> {
 
 impl RevocationListener {
     async fn subscribe(&self) -> Result<redis::aio::PubSub, String> {
+        let urls = match &self.via {
+            SubscribeVia::Servers(urls) => urls,
+            SubscribeVia::Sentinel { master, sentinels } => return self.subscribe_via_sentinels(master, sentinels).await,
+        };
         let mut last = String::from("no server to subscribe through");
-        for url in &self.urls {
+        for url in urls {
             let attempt = async {
                 let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
-                let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
-                pubsub.subscribe(&self.channel).await.map_err(|e| e.to_string())?;
-                Ok::<_, String>(pubsub)
+                self.subscribe_on(&client).await
             };
-            match tokio::time::timeout(self.timeout.max(Duration::from_secs(1)), attempt).await {
+            match tokio::time::timeout(self.attempt_timeout(), attempt).await {
                 Ok(Ok(pubsub)) => return Ok(pubsub),
                 Ok(Err(e)) => last = e,
                 Err(_) => last = "timed out".to_string(),
             }
         }
         Err(last)
+    }
+
+    /// Asks the sentinels for the current master (never a remembered address) and subscribes
+    /// there.
+    async fn subscribe_via_sentinels(&self, master: &str, sentinels: &[String]) -> Result<redis::aio::PubSub, String> {
+        let attempt = async {
+            let mut resolver = SentinelResolver::new(master, sentinels).map_err(|e| e.to_string())?;
+            let client = resolver.master().await.map_err(|e| format!("no master from the sentinels: {e}"))?;
+            self.subscribe_on(&client).await
+        };
+        match tokio::time::timeout(self.attempt_timeout(), attempt).await {
+            Ok(r) => r,
+            Err(_) => Err("timed out".to_string()),
+        }
+    }
+
+    async fn subscribe_on(&self, client: &redis::Client) -> Result<redis::aio::PubSub, String> {
+        let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
+        pubsub.subscribe(&self.channel).await.map_err(|e| e.to_string())?;
+        Ok(pubsub)
+    }
+
+    fn attempt_timeout(&self) -> Duration {
+        self.timeout.max(Duration::from_secs(1))
     }
 
     fn on_notice(&self, payload: &[u8]) {

@@ -9,6 +9,8 @@ mod client_info;
 mod expiry;
 mod outage;
 mod proxying;
+mod redis_outage;
 mod replicas;
+mod sentinel;
 mod sessions;
 mod signin;

@@ -1,5 +1,6 @@
-//! Real `redis-server` processes for tests: a standalone server or a 3-master cluster on free
-//! loopback ports in temp dirs, killed on Drop. std + tempfile only (no redis-rs), so both
+//! Real `redis-server` processes for tests: a standalone server, a 3-master cluster, or a master +
+//! replica + 3 sentinels ([`RedisSentinelSetup`]), on free loopback ports in temp dirs, killed on
+//! Drop. std + tempfile only (no redis-rs), so both
 //! integration tests (`mod redis;`) and unit tests (`#[path = ...] mod redis_server;`) can use it.
 //!
 //! Redis missing or failing to start is a PANIC with a clear message, never a skip: CI installs
@@ -243,4 +244,233 @@ impl Drop for RedisCluster {
             stop(c);
         }
     }
+}
+
+/// Reads one RESP reply of any shape, flattened to strings (arrays become their elements; nil
+/// becomes nothing; simple strings, errors and integers keep their prefix character).
+fn read_reply(reader: &mut impl BufRead, out: &mut Vec<String>) -> std::io::Result<()> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let line = line.trim_end();
+    if let Some(n) = line.strip_prefix('*') {
+        for _ in 0..n.parse::<i64>().unwrap_or(0).max(0) {
+            read_reply(reader, out)?;
+        }
+    } else if let Some(len) = line.strip_prefix('$') {
+        let len: i64 = len.parse().unwrap_or(-1);
+        if len >= 0 {
+            let mut body = vec![0u8; len as usize + 2];
+            reader.read_exact(&mut body)?;
+            body.truncate(len as usize);
+            out.push(String::from_utf8_lossy(&body).into_owned());
+        }
+    } else {
+        out.push(line.to_string());
+    }
+    Ok(())
+}
+
+/// Sends one command and returns the reply flattened by [`read_reply`].
+pub fn resp_values(port: u16, args: &[&str]) -> std::io::Result<Vec<String>> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
+    }
+    stream.write_all(req.as_bytes())?;
+    let mut out = Vec::new();
+    read_reply(&mut BufReader::new(stream), &mut out)?;
+    Ok(out)
+}
+
+/// The master name the sentinels of [`RedisSentinelSetup`] monitor.
+pub const SENTINEL_MASTER: &str = "mymaster";
+
+/// A master, one replica (`--replicaof`) and three sentinels (quorum 2, down after 1 s) on
+/// free loopback ports, ready when every sentinel names the master and knows the replica and
+/// the other sentinels. Everything is killed on Drop.
+pub struct RedisSentinelSetup {
+    /// Data nodes: `[0]` starts as the master, `[1]` as its replica.
+    pub data_ports: Vec<u16>,
+    pub sentinel_ports: Vec<u16>,
+    data: Vec<Option<Child>>,
+    sentinels: Vec<Option<Child>>,
+    dirs: Vec<tempfile::TempDir>,
+}
+
+impl RedisSentinelSetup {
+    pub fn start() -> Self {
+        let mut used: Vec<u16> = Vec::new();
+        let mut fresh_port = || loop {
+            let p = free_port();
+            if !used.contains(&p) {
+                used.push(p);
+                return p;
+            }
+        };
+        let mut setup = RedisSentinelSetup {
+            data_ports: Vec::new(),
+            sentinel_ports: Vec::new(),
+            data: Vec::new(),
+            sentinels: Vec::new(),
+            dirs: Vec::new(),
+        };
+        let master = fresh_port();
+        let dir = tempfile::tempdir().expect("temp dir for redis-server");
+        setup.data.push(Some(spawn(master, dir.path(), &[])));
+        setup.data_ports.push(master);
+        setup.dirs.push(dir);
+        let replica = fresh_port();
+        let dir = tempfile::tempdir().expect("temp dir for redis-server");
+        let master_s = master.to_string();
+        setup.data.push(Some(spawn(replica, dir.path(), &["--replicaof", "127.0.0.1", &master_s])));
+        setup.data_ports.push(replica);
+        setup.dirs.push(dir);
+        wait_until(START_TIMEOUT, "the replica to sync with the master", || {
+            resp_command(replica, &["INFO", "replication"]).unwrap_or_default().contains("master_link_status:up")
+        });
+        for _ in 0..3 {
+            let port = fresh_port();
+            let dir = tempfile::tempdir().expect("temp dir for redis-sentinel");
+            setup.sentinels.push(Some(spawn_sentinel(port, master, dir.path())));
+            setup.sentinel_ports.push(port);
+            setup.dirs.push(dir);
+        }
+        let want = format!("address=127.0.0.1:{master},slaves=1,sentinels=3");
+        for &port in &setup.sentinel_ports.clone() {
+            wait_until(START_TIMEOUT, &format!("sentinel {port} to see the master, the replica and its peers"), || {
+                resp_command(port, &["INFO", "sentinel"]).unwrap_or_default().contains(&want)
+            });
+        }
+        setup
+    }
+
+    /// The sentinels' URLs (`redis://127.0.0.1:port`).
+    pub fn sentinel_urls(&self) -> Vec<String> {
+        self.sentinel_ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect()
+    }
+
+    /// The master's port as the first sentinel that answers names it.
+    pub fn current_master_port(&self) -> u16 {
+        for &port in &self.sentinel_ports {
+            if let Ok(reply) = resp_values(port, &["SENTINEL", "get-master-addr-by-name", SENTINEL_MASTER]) {
+                if let Some(p) = reply.get(1).and_then(|p| p.parse().ok()) {
+                    return p;
+                }
+            }
+        }
+        panic!("no sentinel names a master for {SENTINEL_MASTER}");
+    }
+
+    /// Kills the current master's process (a failover follows once the sentinels agree).
+    /// Returns its port.
+    pub fn kill_master(&mut self) -> u16 {
+        let port = self.current_master_port();
+        let i = self.data_ports.iter().position(|&p| p == port).expect("the master is one of ours");
+        stop(&mut self.data[i]);
+        port
+    }
+
+    /// Waits until every sentinel names a master other than `old` and that node answers as
+    /// master; returns its port. Panics after `within`.
+    pub fn wait_for_failover(&self, old: u16, within: Duration) -> u16 {
+        let mut new = 0;
+        wait_until(within, &format!("the sentinels to promote a replica after {old} died"), || {
+            let ports: Vec<Option<u16>> = self
+                .sentinel_ports
+                .iter()
+                .map(|&s| {
+                    resp_values(s, &["SENTINEL", "get-master-addr-by-name", SENTINEL_MASTER])
+                        .ok()
+                        .and_then(|r| r.get(1).and_then(|p| p.parse().ok()))
+                })
+                .collect();
+            match ports.first() {
+                Some(&Some(p)) if p != old && ports.iter().all(|q| *q == Some(p)) => {
+                    new = p;
+                    resp_values(p, &["ROLE"]).map(|r| r.first().map(String::as_str) == Some("master")).unwrap_or(false)
+                }
+                _ => false,
+            }
+        });
+        new
+    }
+
+    /// Waits until the replica has every write the master accepted so far (replication is
+    /// asynchronous): one write then `WAIT 1` on the same connection, as the replication
+    /// stream is ordered.
+    pub fn sync_replica(&self) {
+        let port = self.current_master_port();
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the master");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+        let req = "*3\r\n$3\r\nSET\r\n$15\r\ndalea-test-sync\r\n$1\r\n1\r\n*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$4\r\n3000\r\n";
+        stream.write_all(req.as_bytes()).expect("send SET + WAIT");
+        let mut reader = BufReader::new(stream);
+        let mut replies = Vec::new();
+        read_reply(&mut reader, &mut replies).expect("SET reply");
+        read_reply(&mut reader, &mut replies).expect("WAIT reply");
+        assert_eq!(replies, ["+OK", ":1"], "the replica did not acknowledge the master's writes");
+    }
+}
+
+impl Drop for RedisSentinelSetup {
+    fn drop(&mut self) {
+        for c in self.sentinels.iter_mut().chain(self.data.iter_mut()) {
+            stop(c);
+        }
+    }
+}
+
+fn wait_until(within: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn spawn_sentinel(port: u16, master: u16, dir: &Path) -> Child {
+    let bin = binary("redis-sentinel");
+    let conf = dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+             sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master} 2\n\
+             sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+             sentinel failover-timeout {SENTINEL_MASTER} 3000\n\
+             sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
+            dir = dir.display()
+        ),
+    )
+    .expect("write sentinel.conf");
+    let log = std::fs::File::create(dir.join("sentinel.log")).expect("create sentinel log file");
+    let mut child = Command::new(&bin)
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log handle"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {} ({e}): Sentinel tests need redis-sentinel installed (apt-get install -y redis-sentinel)",
+                bin.display()
+            )
+        });
+    let deadline = Instant::now() + START_TIMEOUT;
+    while Instant::now() < deadline {
+        if answers_ping(port) {
+            return child;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.join("sentinel.log")).unwrap_or_default();
+            panic!("redis-sentinel on port {port} exited ({status}) before answering PING:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.join("sentinel.log")).unwrap_or_default();
+    panic!("redis-sentinel on port {port} did not answer PING within {START_TIMEOUT:?}:\n{log}");
 }

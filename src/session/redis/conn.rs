@@ -1,8 +1,10 @@
-//! The connection behind the store: a `ConnectionManager` (standalone) or a cluster async
-//! connection, made lazily, plus the few ways the store talks through it (one command, a
+//! The connection behind the store: a `ConnectionManager` (standalone), a cluster async
+//! connection, or a [`SentinelConn`] (Sentinel: the current master, re-resolved after
+//! connection errors), made lazily, plus the few ways the store talks through it (one command, a
 //! single-slot pipeline, a batch of single-key commands split per slot, per-master SCAN).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -11,6 +13,7 @@ use ::redis::cluster_async::ClusterConnection;
 use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
 use ::redis::{Client, Cmd, FromRedisValue, Pipeline, RedisResult, Script, Value};
 
+use super::sentinel::{needs_new_master, SentinelConn, SentinelResolver};
 use super::unavailable;
 use crate::session::store::StoreError;
 
@@ -18,12 +21,15 @@ use crate::session::store::StoreError;
 pub(super) enum Target {
     Standalone(Client, ConnectionManagerConfig),
     Cluster(ClusterClient),
+    /// Built without I/O; it resolves the master on first use and after connection errors.
+    Sentinel(Arc<SentinelConn>),
 }
 
 /// A live connection; cheap to clone per call (both are multiplexed handles).
 pub(super) enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(Arc<SentinelConn>),
 }
 
 /// A node to run a node-local command (SCAN) on; `None` = the only server.
@@ -52,8 +58,16 @@ impl Target {
         Ok(Target::Cluster(client))
     }
 
+    pub(super) fn sentinel(master: &str, sentinels: &[String], timeout: Duration) -> Result<Self, StoreError> {
+        let resolver =
+            SentinelResolver::new(master, sentinels).map_err(|e| unavailable(format!("invalid sentinels: {e}")))?;
+        Ok(Target::Sentinel(Arc::new(SentinelConn::new(resolver, timeout))))
+    }
+
     pub(super) async fn connect(&self) -> Result<Conn, StoreError> {
         match self {
+            // Reach the master now, so a first use fails (and is retried) like the other modes.
+            Target::Sentinel(conn) => conn.get().await.map(|_| Conn::Sentinel(conn.clone())).map_err(unavailable),
             Target::Standalone(client, config) => ConnectionManager::new_with_config(client.clone(), config.clone())
                 .await
                 .map(Conn::Single)
@@ -66,16 +80,18 @@ impl Target {
 impl Conn {
     pub(super) async fn cmd<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
         match self {
-            Conn::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Single(c) => once_more_if_dropped(|| async { cmd.query_async(&mut c.clone()).await }).await,
             Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Sentinel(s) => s.run(|mut c| async move { cmd.query_async(&mut c).await }).await,
         }
     }
 
     /// A pipeline whose commands all touch one key (or no key), so one slot.
     pub(super) async fn pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> RedisResult<T> {
         match self {
-            Conn::Single(c) => pipe.query_async(&mut c.clone()).await,
+            Conn::Single(c) => once_more_if_dropped(|| async { pipe.query_async(&mut c.clone()).await }).await,
             Conn::Cluster(c) => pipe.query_async(&mut c.clone()).await,
+            Conn::Sentinel(s) => s.run(|mut c| async move { pipe.query_async(&mut c).await }).await,
         }
     }
 
@@ -92,7 +108,26 @@ impl Conn {
                     pipe.add_command(cmd);
                 }
                 pipe.ignore_errors();
-                pipe.query_async(&mut c.clone()).await
+                let pipe = &pipe;
+                once_more_if_dropped(|| async { pipe.query_async(&mut c.clone()).await }).await
+            }
+            Conn::Sentinel(s) => {
+                let mut pipe = ::redis::pipe();
+                for (_, cmd) in cmds {
+                    pipe.add_command(cmd);
+                }
+                pipe.ignore_errors();
+                let pipe = &pipe;
+                s.run(|mut c| async move {
+                    let replies: Vec<RedisResult<Value>> = pipe.query_async(&mut c).await?;
+                    // A demoted master answers each write READONLY: fail the whole batch so
+                    // the connection is replaced and the batch retried on the new master.
+                    if let Some(Err(e)) = replies.iter().find(|r| matches!(r, Err(e) if needs_new_master(e))) {
+                        return Err(e.clone());
+                    }
+                    Ok(replies)
+                })
+                .await
             }
             Conn::Cluster(c) => {
                 let total = cmds.len();
@@ -131,6 +166,7 @@ impl Conn {
         match self {
             Conn::Single(c) => script.load_async(&mut c.clone()).await.map(drop),
             Conn::Cluster(c) => script.load_async(&mut c.clone()).await.map(drop),
+            Conn::Sentinel(s) => s.run(|mut c| async move { script.load_async(&mut c).await.map(drop) }).await,
         }
     }
 
@@ -164,6 +200,20 @@ impl Conn {
             }
             _ => self.cmd(&cmd).await,
         }
+    }
+}
+
+/// A standalone connection only notices it was dropped (Redis restarted, an idle connection
+/// cut) when it is next used; the manager reconnects then, so one more try on the fresh
+/// connection answers instead of a needless 503. Every store operation is safe to repeat.
+async fn once_more_if_dropped<T, F, Fut>(mut call: F) -> RedisResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = RedisResult<T>>,
+{
+    match call().await {
+        Err(e) if e.is_connection_dropped() || e.is_io_error() => call().await,
+        other => other,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The Redis session store: sessions, the per-person index and revocation notices in Redis, so
-//! many gateway replicas share them. Runs unchanged on a standalone server and on Redis Cluster
-//! (Sentinel is not implemented yet).
+//! many gateway replicas share them. Runs unchanged on a standalone server, on a Sentinel-managed
+//! master (found through the sentinels and followed across failovers, see `sentinel.rs`) and on
+//! Redis Cluster.
 //!
 //! # Key layout (`P` = `RedisConfig::key_prefix`)
 //!
@@ -35,12 +36,15 @@ mod fields;
 #[path = "../../../tests/support/redis.rs"]
 mod redis_server;
 mod scripts;
+mod sentinel;
 mod store_impl;
 mod sweep;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_outage;
+#[cfg(test)]
+mod tests_sentinel;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +56,7 @@ use super::TokenHash;
 use crate::clock::{millis, Clock, Millis, SystemClock};
 use crate::config::{RedisConfig, RedisMode};
 use conn::{Conn, Target};
+pub use sentinel::SentinelResolver;
 
 /// Redis-backed [`SessionStore`](super::store::SessionStore).
 pub struct RedisStore {
@@ -93,9 +98,7 @@ impl RedisStore {
         let target = match &config.mode {
             RedisMode::Standalone { url } => Target::standalone(url, timeout)?,
             RedisMode::Cluster { nodes } => Target::cluster(nodes, timeout)?,
-            RedisMode::Sentinel { .. } => {
-                return Err(StoreError::Unavailable("sentinel mode is not implemented yet".into()))
-            }
+            RedisMode::Sentinel { master, sentinels } => Target::sentinel(master, sentinels, timeout)?,
         };
         Ok(RedisStore {
             target,

@@ -87,11 +87,29 @@ async fn service_resumes_after_redis_comes_back() {
     assert!(store.get(&s.token_hash).await.expect("get").is_some());
 }
 
+#[tokio::test]
+async fn sentinels_that_do_not_answer_are_unavailable_within_the_timeout() {
+    // One closed port and one that accepts but never replies: no master can be found.
+    let closed = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let sentinels = vec![
+        format!("redis://127.0.0.1:{closed}"),
+        format!("redis://127.0.0.1:{}", silent.local_addr().expect("addr").port()),
+    ];
+    let mode = RedisMode::Sentinel { master: "mymaster".into(), sentinels };
+    let store = RedisStore::new(config(mode, TIMEOUT), Duration::from_secs(600)).expect("new never connects");
+    every_method_is_unavailable(&store).await;
+    drop(silent);
+}
+
 #[test]
-fn sentinel_and_bad_settings_are_refused_without_panicking() {
+fn bad_settings_are_refused_without_panicking() {
     let sentinel = RedisMode::Sentinel { master: "m".into(), sentinels: vec!["redis://127.0.0.1:26379".into()] };
-    let err = RedisStore::new(config(sentinel, TIMEOUT), Duration::from_secs(600)).expect_err("sentinel");
-    assert!(err.to_string().contains("sentinel mode is not implemented yet"), "{err}");
+    RedisStore::new(config(sentinel, TIMEOUT), Duration::from_secs(600)).expect("sentinel settings are accepted");
+    let none = RedisMode::Sentinel { master: "m".into(), sentinels: vec![] };
+    assert!(RedisStore::new(config(none, TIMEOUT), Duration::from_secs(600)).is_err());
+    let bad_sentinel = RedisMode::Sentinel { master: "m".into(), sentinels: vec!["not a url".into()] };
+    assert!(RedisStore::new(config(bad_sentinel, TIMEOUT), Duration::from_secs(600)).is_err());
     let mut braces = config(RedisMode::Standalone { url: "redis://127.0.0.1:1/".into() }, TIMEOUT);
     braces.key_prefix = "a{b}".into();
     assert!(RedisStore::new(braces, Duration::from_secs(600)).is_err());
