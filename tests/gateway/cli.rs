@@ -339,3 +339,43 @@ async fn serve_flags_beat_the_config_file() {
     let store = EmbeddedStore::open(&gw.data).expect("open");
     assert_eq!(store.list_for_user("demo").await.expect("list").len(), 1);
 }
+
+/// With the Redis store too, SIGTERM writes the activity still buffered (flush interval set
+/// longer than the test, so only the shutdown flush can have written it).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_flushes_buffered_activity_to_redis() {
+    let redis = crate::support::redis::RedisServer::start();
+    let url = redis.url();
+    let env = [
+        ("DALEA__STORE__KIND", "redis"),
+        ("DALEA__STORE__URL", url.as_str()),
+        ("DALEA__SESSION__ACTIVITY_FLUSH_INTERVAL", "10s"),
+    ];
+    let mut gw = Served::start(&env, None);
+    let from_1: IpAddr = "127.0.0.1".parse().expect("ip");
+    let from_2: IpAddr = "127.0.0.2".parse().expect("ip");
+    let resp = client_from(from_1)
+        .post(gw.url("/.dalea/api/signin"))
+        .json(&serde_json::json!({"email": DEMO_EMAIL, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(resp.status(), 200);
+    let cookie = session_cookie(&resp).expect("cookie");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let before = now_millis();
+    let app = client_from(from_2).get(gw.url("/app")).header("cookie", &cookie).send().await.expect("request");
+    assert_eq!(app.status(), 200);
+
+    gw.sigterm();
+    let status = tokio::task::block_in_place(|| gw.wait_exit(Duration::from_secs(8)));
+    assert!(status.is_some_and(|s| s.success()), "clean exit within 8 s of SIGTERM: {status:?}");
+
+    let token = cookie.split_once('=').map(|(_, v)| v).expect("token");
+    let hash = dalea_gateway::session::Token::parse(token).expect("token").hash();
+    let hex: String = hash.0.iter().map(|b| format!("{b:02x}")).collect();
+    let key = format!("dalea:s:{{{hex}}}");
+    let la: i64 = redis.command(&["HGET", &key, "la"]).trim().parse().expect("last-active stored");
+    assert!(la >= before, "the request just before SIGTERM reached Redis (la {la}, request at {before})");
+    assert_eq!(redis.command(&["HGET", &key, "ip"]).trim(), "127.0.0.2");
+}
