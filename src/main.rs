@@ -48,6 +48,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    dalea_gateway::session::redis::install_crypto_provider(); // rustls (rediss://): ring, once
     match Cli::parse().command {
         Command::Serve { config, listen, admin_listen, data_dir, log_json } => {
             init_logging(log_json);

@@ -92,6 +92,7 @@ pub fn build_with_store(config: Config, clock: Arc<dyn Clock>, store: Arc<dyn Se
                 via,
                 channel: format!("{}:revocations", redis.key_prefix),
                 timeout: redis.timeout,
+                ca: crate::session::redis::read_ca(redis)?,
             },
         ));
     }

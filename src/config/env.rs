@@ -37,6 +37,7 @@ const SCHEMA: &[(&str, &str, Kind)] = &[
     ("store", "key_prefix", Kind::Str),
     ("store", "timeout", Kind::Str),
     ("store", "outage_grace", Kind::Str),
+    ("store", "tls_ca_file", Kind::Str),
     ("session", "idle_timeout", Kind::Str),
     ("session", "absolute_timeout", Kind::Str),
     ("session", "cookie_name", Kind::Str),

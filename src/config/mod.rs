@@ -98,6 +98,9 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// How long a session already in the local cache keeps working while Redis is unreachable.
     pub outage_grace: Duration,
+    /// PEM file of CA certificates that verify `rediss://` servers instead of the system roots
+    /// (`[store] tls_ca_file`, resolved against the config file's directory).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

@@ -2,10 +2,12 @@
 //!
 //! `kind = "embedded"` (the default) keeps sessions in a local database under `path`;
 //! `kind = "redis"` needs exactly one of `url`, `cluster` or `sentinel_master` + `sentinels`, and
-//! takes `key_prefix`, `timeout` and `outage_grace`, which are refused with the embedded store.
+//! takes `key_prefix`, `timeout`, `outage_grace` and `tls_ca_file`, which are refused with the
+//! embedded store. `tls_ca_file` (a PEM file of CA certificates, relative to the config file)
+//! replaces the system roots when verifying `rediss://` servers; it must exist at load.
 //! URLs may carry passwords, so any message quoting one goes through [`redact_url`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -45,6 +47,7 @@ pub(super) struct StoreFile {
     pub(super) timeout: Option<String>,
     #[serde(deserialize_with = "optional_duration_text")]
     pub(super) outage_grace: Option<String>,
+    pub(super) tls_ca_file: Option<String>,
 }
 
 impl Default for StoreFile {
@@ -59,6 +62,7 @@ impl Default for StoreFile {
             key_prefix: None,
             timeout: None,
             outage_grace: None,
+            tls_ca_file: None,
         }
     }
 }
@@ -81,7 +85,7 @@ pub(super) fn store(s: StoreFile, base: &Path, o: &Overrides) -> Result<StoreCon
             }
             (StoreKind::Embedded, None)
         }
-        StoreKindFile::Redis => (StoreKind::Redis, Some(redis(s)?)),
+        StoreKindFile::Redis => (StoreKind::Redis, Some(redis(s, base)?)),
     };
     Ok(StoreConfig { kind, path, redis })
 }
@@ -97,6 +101,7 @@ impl StoreFile {
             ("key_prefix", self.key_prefix.is_some()),
             ("timeout", self.timeout.is_some()),
             ("outage_grace", self.outage_grace.is_some()),
+            ("tls_ca_file", self.tls_ca_file.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, set)| set.then_some(key))
@@ -104,8 +109,12 @@ impl StoreFile {
     }
 }
 
-fn redis(s: StoreFile) -> Result<RedisConfig, ConfigError> {
+fn redis(s: StoreFile, base: &Path) -> Result<RedisConfig, ConfigError> {
     let mode = mode(s.url, s.cluster, s.sentinel_master, s.sentinels)?;
+    let tls_ca_file = match s.tls_ca_file {
+        None => None,
+        Some(raw) => Some(tls_ca_file(&raw, base, &mode)?),
+    };
     let key_prefix = s.key_prefix.unwrap_or_else(|| DEFAULT_KEY_PREFIX.into());
     check_key_prefix(&key_prefix)?;
     let timeout_text = s.timeout.unwrap_or_else(|| DEFAULT_TIMEOUT.into());
@@ -131,7 +140,37 @@ fn redis(s: StoreFile) -> Result<RedisConfig, ConfigError> {
         key_prefix,
         timeout,
         outage_grace,
+        tls_ca_file,
     })
+}
+
+/// `tls_ca_file`: resolved against `base`, an existing file, and only with `rediss://` servers
+/// (it is what verifies them; plain `redis://` never uses it).
+fn tls_ca_file(raw: &str, base: &Path, mode: &RedisMode) -> Result<PathBuf, ConfigError> {
+    let key = "store.tls_ca_file";
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(ConfigError::new(key, "must not be empty"));
+    }
+    let path = base.join(raw);
+    if !path.is_file() {
+        return Err(ConfigError::new(
+            key,
+            format!("the CA certificate file {} is missing", path.display()),
+        ));
+    }
+    let urls: Vec<&String> = match mode {
+        RedisMode::Standalone { url } => vec![url],
+        RedisMode::Cluster { nodes } => nodes.iter().collect(),
+        RedisMode::Sentinel { sentinels, .. } => sentinels.iter().collect(),
+    };
+    if !urls.iter().any(|u| u.to_ascii_lowercase().starts_with("rediss://")) {
+        return Err(ConfigError::new(
+            key,
+            "is only used with TLS: the server URLs must start with rediss://",
+        ));
+    }
+    Ok(path)
 }
 
 /// Exactly one of standalone (`url`), `cluster` or Sentinel (`sentinel_master` + `sentinels`).
@@ -266,4 +305,79 @@ fn check_key_prefix(prefix: &str) -> Result<(), ConfigError> {
 
 fn duration(key: &str, raw: &str) -> Result<Duration, ConfigError> {
     parse_duration(raw).map_err(|msg| ConfigError::new(key, msg))
+}
+
+#[cfg(test)]
+mod tls_ca_file_tests {
+    //! `[store] tls_ca_file`: resolved against the config directory, must exist, only with
+    //! `kind = "redis"` and `rediss://` servers, settable from the environment.
+
+    use super::super::{Config, Overrides};
+    use super::*;
+
+    const MINIMAL: &str = "[[upstreams]]\nname = \"app\"\nbuiltin = \"whoami\"\n\n[[routes]]\nupstream = \"app\"\n\n[users]\nfile = \"users.toml\"\n";
+
+    fn load(dir: &Path, store: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_toml_str(&format!("{MINIMAL}\n[store]\n{store}\n"), dir, &vars, &Overrides::default())
+    }
+
+    fn dir_with_ca() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tls")).unwrap();
+        std::fs::write(dir.path().join("tls/ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+        dir
+    }
+
+    #[test]
+    fn is_resolved_against_the_config_directory() {
+        let dir = dir_with_ca();
+        let c = load(dir.path(), "kind = \"redis\"\nurl = \"rediss://r:6380\"\ntls_ca_file = \"tls/ca.pem\"", &[]).unwrap();
+        let redis = c.store.redis.unwrap();
+        assert_eq!(redis.tls_ca_file, Some(dir.path().join("tls/ca.pem")));
+        // Left out: the system roots.
+        let c = load(dir.path(), "kind = \"redis\"\nurl = \"rediss://r:6380\"", &[]).unwrap();
+        assert_eq!(c.store.redis.unwrap().tls_ca_file, None);
+    }
+
+    #[test]
+    fn works_for_cluster_and_sentinel_over_tls() {
+        let dir = dir_with_ca();
+        let c = load(dir.path(), "kind = \"redis\"\ncluster = [\"rediss://a:7000\"]\ntls_ca_file = \"tls/ca.pem\"", &[]);
+        assert!(c.unwrap().store.redis.unwrap().tls_ca_file.is_some());
+        let c = load(
+            dir.path(),
+            "kind = \"redis\"\nsentinel_master = \"m\"\nsentinels = [\"rediss://s:26379\"]\ntls_ca_file = \"tls/ca.pem\"",
+            &[],
+        );
+        assert!(c.unwrap().store.redis.unwrap().tls_ca_file.is_some());
+    }
+
+    #[test]
+    fn can_come_from_the_environment() {
+        let dir = dir_with_ca();
+        let c = load(
+            dir.path(),
+            "kind = \"redis\"\nurl = \"rediss://r:6380\"",
+            &[("DALEA__STORE__TLS_CA_FILE", "tls/ca.pem")],
+        )
+        .unwrap();
+        assert_eq!(c.store.redis.unwrap().tls_ca_file, Some(dir.path().join("tls/ca.pem")));
+    }
+
+    #[test]
+    fn is_refused_when_missing_empty_without_tls_or_with_the_embedded_store() {
+        let dir = dir_with_ca();
+        let err = |store: &str| load(dir.path(), store, &[]).unwrap_err();
+        let e = err("kind = \"redis\"\nurl = \"rediss://r:6380\"\ntls_ca_file = \"tls/nope.pem\"");
+        assert_eq!(e.key, "store.tls_ca_file");
+        assert!(e.message.contains("missing"), "{}", e.message);
+        assert_eq!(err("kind = \"redis\"\nurl = \"rediss://r:6380\"\ntls_ca_file = \" \"").key, "store.tls_ca_file");
+        let e = err("kind = \"redis\"\nurl = \"redis://r:6379\"\ntls_ca_file = \"tls/ca.pem\"");
+        assert_eq!(e.key, "store.tls_ca_file");
+        assert!(e.message.contains("rediss://"), "{}", e.message);
+        let e = err("kind = \"embedded\"\ntls_ca_file = \"tls/ca.pem\"");
+        assert_eq!(e.key, "store.tls_ca_file");
+        assert!(e.message.contains("only used with kind = \"redis\""), "{}", e.message);
+    }
 }

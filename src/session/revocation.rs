@@ -14,7 +14,7 @@ use pingora::services::background::BackgroundService;
 
 use super::activity::ActivityBuffer;
 use super::cache::SessionCache;
-use super::redis::SentinelResolver;
+use super::redis::{client_for, SentinelResolver};
 use super::TokenHash;
 
 const RETRY_MIN: Duration = Duration::from_millis(200);
@@ -27,6 +27,8 @@ pub struct RevocationListener {
     pub via: SubscribeVia,
     pub channel: String,
     pub timeout: Duration,
+    /// CA certificates (PEM) for `rediss://` servers, instead of the system roots.
+    pub ca: Option<Arc<Vec<u8>>>,
 }
 
 /// How the listener finds the server to subscribe on.
@@ -60,7 +62,8 @@ impl RevocationListener {
         let mut last = String::from("no server to subscribe through");
         for url in urls {
             let attempt = async {
-                let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+                // `rediss://` is TLS, verified by the store's `tls_ca_file` or the system roots.
+                let client = client_for(url, self.ca.as_deref().map(Vec::as_slice)).map_err(|e| e.to_string())?;
                 self.subscribe_on(&client).await
             };
             match tokio::time::timeout(self.attempt_timeout(), attempt).await {
@@ -76,7 +79,8 @@ impl RevocationListener {
     /// there.
     async fn subscribe_via_sentinels(&self, master: &str, sentinels: &[String]) -> Result<redis::aio::PubSub, String> {
         let attempt = async {
-            let mut resolver = SentinelResolver::new(master, sentinels).map_err(|e| e.to_string())?;
+            let mut resolver =
+                SentinelResolver::new(master, sentinels, self.ca.as_deref().map(Vec::as_slice)).map_err(|e| e.to_string())?;
             let client = resolver.master().await.map_err(|e| format!("no master from the sentinels: {e}"))?;
             self.subscribe_on(&client).await
         };

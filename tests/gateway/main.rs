@@ -10,6 +10,7 @@ mod expiry;
 mod outage;
 mod proxying;
 mod redis_outage;
+mod redis_tls;
 mod replicas;
 mod sentinel;
 mod sessions;

@@ -81,6 +81,11 @@ fn answers_ping(port: u16) -> bool {
 }
 
 fn spawn(port: u16, dir: &Path, extra: &[&str]) -> Child {
+    spawn_until(port, dir, extra, answers_ping)
+}
+
+/// Starts `redis-server` and waits until `ready(port)`.
+fn spawn_until(port: u16, dir: &Path, extra: &[&str], ready: impl Fn(u16) -> bool) -> Child {
     let bin = binary("redis-server");
     let log = std::fs::File::create(dir.join("redis.log")).expect("create redis log file");
     let port_s = port.to_string();
@@ -101,7 +106,7 @@ fn spawn(port: u16, dir: &Path, extra: &[&str]) -> Child {
         });
     let deadline = Instant::now() + START_TIMEOUT;
     while Instant::now() < deadline {
-        if answers_ping(port) {
+        if ready(port) {
             return child;
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -123,12 +128,71 @@ fn stop(child: &mut Option<Child>) {
     }
 }
 
+/// A throwaway CA and a server certificate for 127.0.0.1 it signed (SAN IP:127.0.0.1), made
+/// with the `openssl` CLI in `dir`.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA certificate (PEM): what a client must trust to verify the server.
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl ({e}): TLS Redis tests need the openssl CLI"));
+    assert!(out.status.success(), "openssl {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl TlsFiles {
+    pub fn generate(dir: &Path) -> TlsFiles {
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=Dalea Test CA", "-keyout", "ca.key", "-out", "ca.pem"];
+        ca.extend_from_slice(&ec);
+        ca.extend_from_slice(&["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+        openssl(dir, &ca);
+        let mut csr = vec!["req", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"];
+        csr.extend_from_slice(&ec);
+        openssl(dir, &csr);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write server.ext");
+        openssl(
+            dir,
+            &[
+                "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days",
+                "2", "-extfile", "server.ext", "-out", "server.pem",
+            ],
+        );
+        TlsFiles { ca_cert: dir.join("ca.pem"), server_cert: dir.join("server.pem"), server_key: dir.join("server.key") }
+    }
+}
+
+/// `redis-cli --tls … PING` answers PONG (verifying the server with `ca`).
+fn answers_tls_ping(port: u16, ca: &Path) -> bool {
+    Command::new(binary("redis-cli"))
+        .args(["--tls", "--cacert"])
+        .arg(ca)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "PING"])
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+}
+
 /// One standalone `redis-server`.
 pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
     child: Option<Child>,
+    /// Set for a TLS-only server ([`start_tls`](Self::start_tls)).
+    tls: Option<TlsFiles>,
 }
 
 impl RedisServer {
@@ -141,11 +205,45 @@ impl RedisServer {
         let dir = tempfile::tempdir().expect("temp dir for redis-server");
         let port = free_port();
         let child = spawn(port, dir.path(), extra);
-        RedisServer { port, dir, extra: extra.iter().map(|s| s.to_string()).collect(), child: Some(child) }
+        RedisServer { port, dir, extra: extra.iter().map(|s| s.to_string()).collect(), child: Some(child), tls: None }
+    }
+
+    /// A TLS-only server (`--port 0 --tls-port P`, no client certificates) whose certificate
+    /// for 127.0.0.1 is signed by a throwaway CA made now ([`tls_files`](Self::tls_files)).
+    pub fn start_tls() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for redis-server");
+        let tls = TlsFiles::generate(dir.path());
+        let port = free_port();
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let extra: Vec<String> = [
+            "--port".to_string(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            path(&tls.server_cert),
+            "--tls-key-file".into(),
+            path(&tls.server_key),
+            "--tls-ca-cert-file".into(),
+            path(&tls.ca_cert),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ]
+        .into();
+        let args: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let ca = tls.ca_cert.clone();
+        let child = spawn_until(port, dir.path(), &args, |p| answers_tls_ping(p, &ca));
+        RedisServer { port, dir, extra, child: Some(child), tls: Some(tls) }
+    }
+
+    /// The CA and server certificate of a [`start_tls`](Self::start_tls) server.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     pub fn is_running(&self) -> bool {
@@ -161,12 +259,25 @@ impl RedisServer {
     pub fn restart(&mut self) {
         stop(&mut self.child);
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        self.child = Some(spawn(self.port, self.dir.path(), &extra));
+        self.child = Some(match &self.tls {
+            None => spawn(self.port, self.dir.path(), &extra),
+            Some(tls) => spawn_until(self.port, self.dir.path(), &extra, |p| answers_tls_ping(p, &tls.ca_cert)),
+        });
     }
 
-    /// Runs one command over plain RESP (simple or bulk string replies only).
+    /// Runs one command over plain RESP (simple or bulk string replies only); over TLS through
+    /// `redis-cli` for a TLS server (its trimmed output).
     pub fn command(&self, args: &[&str]) -> String {
-        resp_command(self.port, args).expect("redis command")
+        let Some(tls) = &self.tls else { return resp_command(self.port, args).expect("redis command") };
+        let out = Command::new(binary("redis-cli"))
+            .args(["--tls", "--cacert"])
+            .arg(&tls.ca_cert)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
 

@@ -14,7 +14,7 @@ use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
 use ::redis::{Client, Cmd, FromRedisValue, Pipeline, RedisResult, Script, Value};
 
 use super::sentinel::{needs_new_master, SentinelConn, SentinelResolver};
-use super::unavailable;
+use super::{client_for, is_tls_url, tls_certificates, unavailable};
 use crate::session::store::StoreError;
 
 /// What to connect to, checked at construction (no I/O).
@@ -36,8 +36,9 @@ pub(super) enum Conn {
 pub(super) type Node = Option<(String, u16)>;
 
 impl Target {
-    pub(super) fn standalone(url: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = Client::open(url).map_err(|e| unavailable(format!("invalid url: {e}")))?;
+    /// `ca`: PEM CA certificates verifying a `rediss://` server instead of the system roots.
+    pub(super) fn standalone(url: &str, timeout: Duration, ca: Option<&[u8]>) -> Result<Self, StoreError> {
+        let client: Client = client_for(url, ca).map_err(|e| unavailable(format!("invalid url: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -46,21 +47,30 @@ impl Target {
         Ok(Target::Standalone(client, config))
     }
 
-    pub(super) fn cluster(nodes: &[String], timeout: Duration) -> Result<Self, StoreError> {
+    pub(super) fn cluster(nodes: &[String], timeout: Duration, ca: Option<&[u8]>) -> Result<Self, StoreError> {
         if nodes.is_empty() {
             return Err(unavailable("cluster mode needs at least one seed node"));
         }
-        let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
-            .connection_timeout(timeout)
-            .response_timeout(timeout)
+        let mut builder =
+            ClusterClientBuilder::new(nodes.iter().map(String::as_str)).connection_timeout(timeout).response_timeout(timeout);
+        // `certs` makes every node connection TLS: only for a cluster reached over rediss://.
+        if let Some(ca) = ca.filter(|_| nodes.iter().any(|n| is_tls_url(n))) {
+            builder = builder.certs(tls_certificates(ca));
+        }
+        let client = builder
             .build()
             .map_err(|e| unavailable(format!("invalid cluster nodes: {e}")))?;
         Ok(Target::Cluster(client))
     }
 
-    pub(super) fn sentinel(master: &str, sentinels: &[String], timeout: Duration) -> Result<Self, StoreError> {
-        let resolver =
-            SentinelResolver::new(master, sentinels).map_err(|e| unavailable(format!("invalid sentinels: {e}")))?;
+    pub(super) fn sentinel(
+        master: &str,
+        sentinels: &[String],
+        timeout: Duration,
+        ca: Option<&[u8]>,
+    ) -> Result<Self, StoreError> {
+        let resolver = SentinelResolver::new(master, sentinels, ca)
+            .map_err(|e| unavailable(format!("invalid sentinels: {e}")))?;
         Ok(Target::Sentinel(Arc::new(SentinelConn::new(resolver, timeout))))
     }
 
@@ -132,6 +142,7 @@ impl Conn {
             Conn::Cluster(c) => {
                 let total = cmds.len();
                 let mut groups: HashMap<Slot, (Vec<usize>, Pipeline)> = HashMap::new();
+                let cmds_by_index: Vec<Cmd> = cmds.iter().map(|(_, cmd)| cmd.clone()).collect();
                 for (i, (key, cmd)) in cmds.into_iter().enumerate() {
                     let (idx, pipe) = groups.entry(Slot::for_key(key.as_bytes())).or_insert_with(|| {
                         let mut p = ::redis::pipe();
@@ -155,6 +166,21 @@ impl Conn {
                     for (i, r) in idx.into_iter().zip(results?) {
                         out[i] = Some(r);
                     }
+                }
+                // redis-rs follows MOVED/ASK for single commands but not inside a pipeline: a
+                // command whose slot moved (or is moving) comes back as that redirect, not run.
+                // Send each such command again on its own, so redis-rs follows the redirect
+                // (and, for MOVED, refreshes its slot map for the next batch).
+                let mut again = tokio::task::JoinSet::new();
+                for (i, r) in out.iter().enumerate() {
+                    if std::env::var("NOFIX").is_err() && matches!(r, Some(Err(e)) if is_redirect(e)) {
+                        let (cmd, mut conn) = (cmds_by_index[i].clone(), c.clone());
+                        again.spawn(async move { (i, cmd.query_async::<Value>(&mut conn).await) });
+                    }
+                }
+                while let Some(joined) = again.join_next().await {
+                    let (i, r) = joined.map_err(|e| io_error(format!("batch task failed: {e}")))?;
+                    out[i] = Some(r);
                 }
                 Ok(out.into_iter().map(|r| r.unwrap_or_else(|| Err(io_error("missing reply")))).collect())
             }
@@ -214,6 +240,44 @@ where
     match call().await {
         Err(e) if e.is_connection_dropped() || e.is_io_error() => call().await,
         other => other,
+    }
+}
+
+/// Whether Redis Cluster answered "this slot is served elsewhere" (MOVED, or ASK while the
+/// slot migrates), for a command or for any command of a pipeline or transaction; such a
+/// command was not run.
+fn is_redirect(e: &::redis::RedisError) -> bool {
+    use ::redis::{ErrorKind, ServerErrorKind};
+    let redirect = |k: Option<ServerErrorKind>| matches!(k, Some(ServerErrorKind::Moved | ServerErrorKind::Ask));
+    matches!(e.kind(), ErrorKind::Server(k) if redirect(Some(k)))
+        || e.clone().into_server_errors().is_some_and(|errs| errs.iter().any(|(_, se)| redirect(se.kind())))
+}
+
+/// A single-slot pipeline on the cluster. redis-rs follows MOVED/ASK for single commands only;
+/// a pipeline whose slot moved (or is mid-migration) comes back redirected. The store's
+/// pipelines are MULTI/EXEC transactions, which a redirect aborts before anything runs, so it
+/// is safe to try again: first a harmless `EXISTS` on the pipeline's key, which redis-rs
+/// routes by following the redirect (refreshing its slot map on MOVED), then the pipeline.
+/// While the slot is still migrating (ASK) this repeats, briefly pausing, until it has moved;
+/// the caller's timeout bounds the whole.
+async fn cluster_pipe<T: FromRedisValue>(c: &ClusterConnection, pipe: &Pipeline) -> RedisResult<T> {
+    let mut conn = c.clone();
+    let key = pipe.cmd_iter().find_map(|cmd| cmd.args_iter().nth(1)).and_then(|arg| match arg {
+        ::redis::Arg::Simple(k) => Some(k.to_vec()),
+        _ => None,
+    });
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let result: RedisResult<Value> = pipe.query_async(&mut conn).await;
+        match result {
+            Err(e) if is_redirect(&e) => {
+                let Some(key) = &key else { return Err(e) };
+                let _: RedisResult<Value> = ::redis::cmd("EXISTS").arg(key).query_async(&mut conn).await;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return ::redis::from_redis_value(other?).map_err(Into::into),
+        }
     }
 }
 

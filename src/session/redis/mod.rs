@@ -25,6 +25,11 @@
 //! - `remove` deletes the session key, then the index entry, then publishes the hash on
 //!   `P:revocations`; it returns only after the delete and the publish succeeded.
 //!
+//! TLS: `rediss://` URLs connect over TLS (rustls, ring provider); the server certificate is
+//! always verified, against the system roots or, when `RedisConfig::tls_ca_file` is set, against
+//! the CA certificates in that file (standalone, cluster, sentinels and the Sentinel-named
+//! master, and the revocation listener's subscription, which gets the same CA from [`read_ca`]).
+//!
 //! Connections are made lazily on first use (redis-rs drivers bind to the runtime that creates
 //! them, and the gateway builds its state before pingora's runtimes exist); a failed connect
 //! is retried by the next call. Every call is bounded by `RedisConfig::timeout`; a timeout or a
@@ -45,6 +50,8 @@ mod tests;
 mod tests_outage;
 #[cfg(test)]
 mod tests_sentinel;
+#[cfg(test)]
+mod tests_tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,11 +101,14 @@ impl RedisStore {
             // Braces would turn the prefix into the hash tag and put every key in one slot.
             return Err(StoreError::Unavailable("redis key_prefix must not contain '{' or '}'".into()));
         }
+        install_crypto_provider();
         let timeout = config.timeout.max(Duration::from_millis(1));
+        let ca = read_ca(&config)?;
+        let ca_ref = ca.as_deref().map(Vec::as_slice);
         let target = match &config.mode {
-            RedisMode::Standalone { url } => Target::standalone(url, timeout)?,
-            RedisMode::Cluster { nodes } => Target::cluster(nodes, timeout)?,
-            RedisMode::Sentinel { master, sentinels } => Target::sentinel(master, sentinels, timeout)?,
+            RedisMode::Standalone { url } => Target::standalone(url, timeout, ca_ref)?,
+            RedisMode::Cluster { nodes } => Target::cluster(nodes, timeout, ca_ref)?,
+            RedisMode::Sentinel { master, sentinels } => Target::sentinel(master, sentinels, timeout, ca_ref)?,
         };
         Ok(RedisStore {
             target,
@@ -163,6 +173,42 @@ pub(crate) fn hex(hash: &TokenHash) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
+}
+
+/// Makes ring the process-wide rustls crypto provider (redis-rs's TLS needs one; only ring is
+/// compiled in). Idempotent: "already installed" is ignored. `main` calls it at start-up; the
+/// store calls it too, so library users and tests need not.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The CA certificates (PEM) of `tls_ca_file`, which verify the `rediss://` servers instead of
+/// the system roots (for the store and for the revocation listener alike).
+pub fn read_ca(config: &RedisConfig) -> Result<Option<Arc<Vec<u8>>>, StoreError> {
+    match &config.tls_ca_file {
+        None => Ok(None),
+        Some(path) => std::fs::read(path)
+            .map(|pem| Some(Arc::new(pem)))
+            .map_err(|e| unavailable(format!("cannot read tls_ca_file {}: {e}", path.display()))),
+    }
+}
+
+/// The certificates redis-rs verifies servers with: `ca` (PEM) instead of the system roots.
+pub(crate) fn tls_certificates(ca: &[u8]) -> ::redis::TlsCertificates {
+    ::redis::TlsCertificates { client_tls: None, root_cert: Some(ca.to_vec()) }
+}
+
+/// A client for `url`: over TLS verified by `ca` when `url` is `rediss://` and `ca` is given,
+/// otherwise as the URL says (`rediss://` = TLS verified by the system roots).
+pub(crate) fn client_for(url: &str, ca: Option<&[u8]>) -> ::redis::RedisResult<::redis::Client> {
+    match ca {
+        Some(ca) if is_tls_url(url) => ::redis::Client::build_with_tls(url, tls_certificates(ca)),
+        _ => ::redis::Client::open(url),
+    }
+}
+
+pub(crate) fn is_tls_url(url: &str) -> bool {
+    url.trim_start().get(..9).is_some_and(|s| s.eq_ignore_ascii_case("rediss://"))
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {

@@ -10,6 +10,9 @@
 //! master, `MASTERDOWN`); the next call asks the sentinels again. A call that met such an error
 //! is retried once on the freshly resolved master (every store operation is idempotent).
 //!
+//! TLS: with `rediss://` sentinel URLs, the sentinels and the master are reached over TLS
+//! (verified against the system roots, or the given CA certificates).
+//!
 //! Credentials: the sentinel URLs' username/password/db are used for the master. Sentinels are
 //! asked with the URL's credentials first; if a sentinel refuses them because it has no
 //! password set, they are asked again without (sentinels commonly run without a password while
@@ -19,10 +22,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
-use ::redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use ::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelNodeConnectionInfo, SentinelServerType};
 use ::redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisConnectionInfo,
-    RedisResult, ServerErrorKind,
+    RedisResult, ServerErrorKind, TlsCertificates, TlsMode,
 };
 use tokio::sync::Mutex;
 
@@ -37,8 +40,9 @@ pub struct SentinelResolver {
 }
 
 impl SentinelResolver {
-    /// Checks the URLs (`redis://[user:pass@]host:port`); at least one is required.
-    pub fn new(master: &str, sentinels: &[String]) -> RedisResult<SentinelResolver> {
+    /// Checks the URLs (`redis://[user:pass@]host:port`); at least one is required. `ca`: PEM CA
+    /// certificates that verify `rediss://` sentinels and the master instead of the system roots.
+    pub fn new(master: &str, sentinels: &[String], ca: Option<&[u8]>) -> RedisResult<SentinelResolver> {
         let infos: Vec<ConnectionInfo> =
             sentinels.iter().map(|u| u.as_str().into_connection_info()).collect::<RedisResult<_>>()?;
         let Some(first) = infos.first() else {
@@ -47,14 +51,19 @@ impl SentinelResolver {
         // The data nodes get the URL's credentials and db; sentinels only know db 0.
         let node_redis = first.redis_settings().clone();
         let mut node = SentinelNodeConnectionInfo::default().set_redis_connection_info(node_redis.clone());
+        let mut node_tls = None;
         if let ConnectionAddr::TcpTls { insecure, .. } = first.addr() {
-            node = node.set_tls_mode(if *insecure { ::redis::TlsMode::Insecure } else { ::redis::TlsMode::Secure });
+            let mode = if *insecure { TlsMode::Insecure } else { TlsMode::Secure };
+            node = node.set_tls_mode(mode);
+            node_tls = Some(mode);
         }
+        let certs = ca.map(super::tls_certificates);
         let at_db0 = |i: &ConnectionInfo| i.clone().set_redis_settings(i.redis_settings().clone().set_db(0));
         let with: Vec<ConnectionInfo> = infos.iter().map(at_db0).collect();
         let has_auth = infos.iter().any(|i| i.redis_settings().password().is_some());
-        let build = |list: Vec<ConnectionInfo>| {
-            SentinelClient::build(list, master.to_string(), Some(node.clone()), SentinelServerType::Master)
+        let build = |list: Vec<ConnectionInfo>| match &certs {
+            None => SentinelClient::build(list, master, Some(node.clone()), SentinelServerType::Master),
+            Some(certs) => build_with_ca(list, master, &node_redis, node_tls, certs),
         };
         let without_auth = if has_auth {
             let bare: Vec<ConnectionInfo> = infos
@@ -89,6 +98,48 @@ impl SentinelResolver {
             r => r,
         }
     }
+}
+
+/// A sentinel client whose TLS connections (to the sentinels and to the master they name) are
+/// verified by `certs` instead of the system roots. redis-rs takes certificates for the data
+/// nodes only through its builder; the sentinels' own addresses carry them ready-made.
+fn build_with_ca(
+    list: Vec<ConnectionInfo>,
+    master: &str,
+    node_redis: &RedisConnectionInfo,
+    node_tls: Option<TlsMode>,
+    certs: &TlsCertificates,
+) -> RedisResult<SentinelClient> {
+    let sentinel_redis = list.first().map(|i| i.redis_settings().clone()).unwrap_or_default();
+    let addrs = list
+        .into_iter()
+        .map(|info| match info.addr() {
+            ConnectionAddr::TcpTls { .. } => {
+                Ok(Client::build_with_tls(info, certs.clone())?.get_connection_info().addr().clone())
+            }
+            _ => Ok(info.addr().clone()),
+        })
+        .collect::<RedisResult<Vec<ConnectionAddr>>>()?;
+    let mut b = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)?
+        .set_client_to_redis_db(node_redis.db())
+        .set_client_to_redis_protocol(node_redis.protocol())
+        .set_client_to_sentinel_protocol(sentinel_redis.protocol());
+    if let Some(mode) = node_tls {
+        b = b.set_client_to_redis_tls_mode(mode).set_client_to_redis_certificates(certs.clone());
+    }
+    if let Some(user) = node_redis.username() {
+        b = b.set_client_to_redis_username(user);
+    }
+    if let Some(pass) = node_redis.password() {
+        b = b.set_client_to_redis_password(pass);
+    }
+    if let Some(user) = sentinel_redis.username() {
+        b = b.set_client_to_sentinel_username(user);
+    }
+    if let Some(pass) = sentinel_redis.password() {
+        b = b.set_client_to_sentinel_password(pass);
+    }
+    b.build()
 }
 
 /// A multiplexed connection to the current master that re-resolves it after connection errors.

@@ -20,7 +20,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 const MINUTE: Millis = 60_000;
 
 pub(super) fn config(mode: RedisMode, timeout: Duration) -> RedisConfig {
-    RedisConfig { mode, key_prefix: "dalea".into(), timeout, outage_grace: Duration::from_secs(60) }
+    RedisConfig { mode, key_prefix: "dalea".into(), timeout, outage_grace: Duration::from_secs(60), tls_ca_file: None }
 }
 
 fn standalone(server: &RedisServer) -> RedisStore {
