@@ -33,16 +33,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn wait_subscribed(gw: &TestGateway) {
-    for _ in 0..200 {
-        if gw.state.sessions.cache.is_trusted() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("replica did not subscribe to revocation notices");
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -50,8 +40,8 @@ async fn main() {
     let redis = RedisServer::start();
     let r1 = replica(&redis);
     let r2 = replica(&redis);
-    wait_subscribed(&r1).await;
-    wait_subscribed(&r2).await;
+    subscribed(&r1, SUBSCRIBE_WITHIN).await;
+    subscribed(&r2, SUBSCRIBE_WITHIN).await;
     let http = client();
     let mine = sign_in(&r1, DEMO_EMAIL, CHROME_MAC).await;
 

@@ -78,15 +78,6 @@ fn replica(redis: &RedisServer, clock: &ManualClock, outage_grace: &str) -> Test
         .start()
 }
 
-/// Waits until `gw` has subscribed to revocation notices (its cache is trusted).
-async fn subscribed(gw: &TestGateway) {
-    let deadline = Instant::now() + RECOVERY_LIMIT;
-    while !gw.state.sessions.cache.is_trusted() {
-        assert!(Instant::now() < deadline, "the replica did not subscribe to revocation notices within {RECOVERY_LIMIT:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The token of a `dalea_session=…` cookie.
 fn token(cookie: &str) -> Token {
     let value = cookie.strip_prefix("dalea_session=").expect("a session cookie");
@@ -177,8 +168,8 @@ async fn killing_redis_signs_nobody_out_and_service_and_activity_come_back() {
     let _real_time = RealTime::start(&clock);
     let r1 = replica(&redis, &clock, "5s");
     let r2 = replica(&redis, &clock, "5s");
-    subscribed(&r1).await;
-    subscribed(&r2).await;
+    subscribed(&r1, RECOVERY_LIMIT).await;
+    subscribed(&r2, RECOVERY_LIMIT).await;
 
     let a = sign_in(&r1, DEMO_EMAIL, CHROME_MAC).await;
     let b = sign_in(&r2, DEMO_EMAIL, FIREFOX_WIN).await;
@@ -289,8 +280,8 @@ async fn killing_redis_signs_nobody_out_and_service_and_activity_come_back() {
     }
     eprintln!("recovered {:?} after the restart", restarted.elapsed());
     // Revocation notices flow again, and both sessions are still listed on both replicas.
-    subscribed(&r1).await;
-    subscribed(&r2).await;
+    subscribed(&r1, RECOVERY_LIMIT).await;
+    subscribed(&r2, RECOVERY_LIMIT).await;
     // Replica 2 had no traffic during the outage; its first calls may still find the dead
     // connection (redis-rs reconnects on use), so it gets the same bounded poll.
     for (name, gw) in [("replica 1", &r1), ("replica 2", &r2)] {
@@ -324,7 +315,7 @@ async fn a_pubsub_disconnect_during_a_revoke_cannot_leave_the_session_usable() {
     let _real_time = RealTime::start(&clock);
     let r1 = replica(&redis, &clock, "5s");
     let r2 = replica(&redis, &clock, "5s");
-    subscribed(&r1).await;
+    subscribed(&r1, RECOVERY_LIMIT).await;
     let mine = sign_in(&r1, DEMO_EMAIL, CHROME_MAC).await;
 
     let mut killed_total = 0;
@@ -334,7 +325,7 @@ async fn a_pubsub_disconnect_during_a_revoke_cannot_leave_the_session_usable() {
         // Let the previous trial's disconnect be noticed, then wait for the resubscription
         // (which clears the cache) before caching S on replica 2.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        subscribed(&r2).await;
+        subscribed(&r2, RECOVERY_LIMIT).await;
         assert_eq!(browse(&r2, "S", &s, "127.0.0.1").await.status, 200);
         assert!(r2.state.sessions.cache.get(&token(&s).hash()).is_some(), "S is cached on replica 2");
         assert!(r2.state.sessions.cache.is_trusted(), "replica 2 trusts its cache before the race");
@@ -392,7 +383,7 @@ async fn a_revoke_while_redis_is_down_is_an_error_and_revokes_nothing() {
     let clock = ManualClock::starting_now();
     let _real_time = RealTime::start(&clock);
     let gw = replica(&redis, &clock, "30s");
-    subscribed(&gw).await;
+    subscribed(&gw, RECOVERY_LIMIT).await;
     let mine = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
     let other = sign_in(&gw, DEMO_EMAIL, FIREFOX_WIN).await;
     let other_id = public_id(&gw, &other).await;
@@ -507,14 +498,14 @@ async fn a_read_that_raced_a_revoke_does_not_put_the_session_back_in_the_cache()
         .toml(&format!("[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"{STORE_TIMEOUT}\"", redis.url()))
         .wrap_store(move |inner| Arc::new(SlowGets { inner, slow: s2, read_done: d2 }) as Arc<dyn SessionStore>)
         .start();
-    subscribed(&r1).await;
-    subscribed(&r2).await;
+    subscribed(&r1, RECOVERY_LIMIT).await;
+    subscribed(&r2, RECOVERY_LIMIT).await;
     let mine = sign_in(&r1, DEMO_EMAIL, CHROME_MAC).await;
 
     for (case, drop_subscription) in [("notice during the read", false), ("resubscription during the read", true)] {
         let s = sign_in(&r1, DEMO_EMAIL, FIREFOX_WIN).await;
         let id = public_id(&r1, &s).await;
-        subscribed(&r2).await;
+        subscribed(&r2, RECOVERY_LIMIT).await;
         if drop_subscription {
             resp_command(redis.port, &["CLIENT", "KILL", "TYPE", "pubsub"]).expect("CLIENT KILL");
             while r2.state.sessions.cache.is_trusted() {
@@ -536,7 +527,7 @@ async fn a_read_that_raced_a_revoke_does_not_put_the_session_back_in_the_cache()
         let returned = Instant::now();
         if drop_subscription {
             // The notice was missed; replica 2 resubscribes (clearing its cache) before the read returns.
-            subscribed(&r2).await;
+            subscribed(&r2, RECOVERY_LIMIT).await;
         }
         // The request that was already reading may answer either way: it started before the revoke.
         let _ = in_flight.await.unwrap();

@@ -19,23 +19,13 @@ fn replica(redis: &RedisServer) -> TestGateway {
         .start()
 }
 
-async fn subscribed(gw: &TestGateway) {
-    for _ in 0..100 {
-        if gw.state.sessions.cache.is_trusted() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the replica never subscribed to revocation notices over TLS");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_share_sessions_and_revocations_through_a_tls_redis() {
     let redis = RedisServer::start_tls();
     let r1 = replica(&redis);
     let r2 = replica(&redis);
-    subscribed(&r1).await;
-    subscribed(&r2).await;
+    subscribed(&r1, SUBSCRIBE_WITHIN).await;
+    subscribed(&r2, SUBSCRIBE_WITHIN).await;
 
     let mine = sign_in(&r1, DEMO_EMAIL, CHROME_MAC).await;
     let other = sign_in(&r1, DEMO_EMAIL, FIREFOX_WIN).await;

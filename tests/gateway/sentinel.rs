@@ -20,15 +20,6 @@ fn replica(setup: &RedisSentinelSetup) -> TestGateway {
         .start()
 }
 
-/// Waits until `gw` is subscribed to revocation notices (its cache is trusted).
-async fn subscribed(gw: &TestGateway, within: Duration) {
-    let deadline = Instant::now() + within;
-    while !gw.state.sessions.cache.is_trusted() {
-        assert!(Instant::now() < deadline, "the replica did not subscribe to revocation notices within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// One answer seen by the traffic loop.
 #[derive(Debug, Clone, Copy)]
 struct Seen {

@@ -296,6 +296,18 @@ pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// How long a replica on a shared store may take to subscribe to revocation notices.
+pub const SUBSCRIBE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Waits until `gw` is subscribed to revocation notices (its cache is trusted again).
+pub async fn subscribed(gw: &TestGateway, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while !gw.state.sessions.cache.is_trusted() {
+        assert!(std::time::Instant::now() < deadline, "the replica did not subscribe to revocation notices within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// GET /.dalea/api/sessions as JSON.
 pub async fn sessions(gw: &TestGateway, cookie: &str) -> (u16, serde_json::Value) {
     let resp = client().get(gw.url("/.dalea/api/sessions")).header("cookie", cookie).send().await.expect("list");

@@ -86,23 +86,28 @@ fn spawn(port: u16, dir: &Path, extra: &[&str]) -> Child {
 
 /// Starts `redis-server` and waits until `ready(port)`.
 fn spawn_until(port: u16, dir: &Path, extra: &[&str], ready: impl Fn(u16) -> bool) -> Child {
-    let bin = binary("redis-server");
-    let log = std::fs::File::create(dir.join("redis.log")).expect("create redis log file");
     let port_s = port.to_string();
     let dir_s = dir.to_string_lossy().into_owned();
     let mut args = vec!["--port", &port_s, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", &dir_s];
     args.extend_from_slice(extra);
+    spawn_ready("redis-server", &args, dir, "redis.log", port, ready)
+}
+
+/// Starts `name` (redis-server or redis-sentinel) with `args`, logging to `dir/log_name`, and
+/// waits until `ready(port)`. Panics with the log if it cannot start, exits, or never gets
+/// ready: a Redis test that cannot run must fail, not skip.
+fn spawn_ready(name: &str, args: &[&str], dir: &Path, log_name: &str, port: u16, ready: impl Fn(u16) -> bool) -> Child {
+    let bin = binary(name);
+    let log_path = dir.join(log_name);
+    let log = std::fs::File::create(&log_path).expect("create log file");
     let mut child = Command::new(&bin)
-        .args(&args)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone log handle"))
         .stderr(log)
         .spawn()
         .unwrap_or_else(|e| {
-            panic!(
-                "cannot start {} ({e}): Redis tests need redis-server installed (apt-get install -y redis-server)",
-                bin.display()
-            )
+            panic!("cannot start {} ({e}): Redis tests need it installed (apt-get install -y {name})", bin.display())
         });
     let deadline = Instant::now() + START_TIMEOUT;
     while Instant::now() < deadline {
@@ -110,15 +115,15 @@ fn spawn_until(port: u16, dir: &Path, extra: &[&str], ready: impl Fn(u16) -> boo
             return child;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
-            panic!("redis-server on port {port} exited ({status}) before answering PING:\n{log}");
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            panic!("{name} on port {port} exited ({status}) before it was ready:\n{log}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
     let _ = child.wait();
-    let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
-    panic!("redis-server on port {port} did not answer PING within {START_TIMEOUT:?}:\n{log}");
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    panic!("{name} on port {port} was not ready within {START_TIMEOUT:?}:\n{log}");
 }
 
 fn stop(child: &mut Option<Child>) {
@@ -542,7 +547,6 @@ fn wait_until(within: Duration, what: &str, mut ok: impl FnMut() -> bool) {
 }
 
 fn spawn_sentinel(port: u16, master: u16, dir: &Path) -> Child {
-    let bin = binary("redis-sentinel");
     let conf = dir.join("sentinel.conf");
     std::fs::write(
         &conf,
@@ -556,32 +560,6 @@ fn spawn_sentinel(port: u16, master: u16, dir: &Path) -> Child {
         ),
     )
     .expect("write sentinel.conf");
-    let log = std::fs::File::create(dir.join("sentinel.log")).expect("create sentinel log file");
-    let mut child = Command::new(&bin)
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("clone log handle"))
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start {} ({e}): Sentinel tests need redis-sentinel installed (apt-get install -y redis-sentinel)",
-                bin.display()
-            )
-        });
-    let deadline = Instant::now() + START_TIMEOUT;
-    while Instant::now() < deadline {
-        if answers_ping(port) {
-            return child;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            let log = std::fs::read_to_string(dir.join("sentinel.log")).unwrap_or_default();
-            panic!("redis-sentinel on port {port} exited ({status}) before answering PING:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let log = std::fs::read_to_string(dir.join("sentinel.log")).unwrap_or_default();
-    panic!("redis-sentinel on port {port} did not answer PING within {START_TIMEOUT:?}:\n{log}");
+    let conf_s = conf.to_string_lossy().into_owned();
+    spawn_ready("redis-sentinel", &[&conf_s], dir, "sentinel.log", port, answers_ping)
 }
