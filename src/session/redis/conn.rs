@@ -100,7 +100,7 @@ impl Conn {
     pub(super) async fn pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> RedisResult<T> {
         match self {
             Conn::Single(c) => once_more_if_dropped(|| async { pipe.query_async(&mut c.clone()).await }).await,
-            Conn::Cluster(c) => pipe.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => cluster_pipe(c, pipe).await,
             Conn::Sentinel(s) => s.run(|mut c| async move { pipe.query_async(&mut c).await }).await,
         }
     }
@@ -142,7 +142,6 @@ impl Conn {
             Conn::Cluster(c) => {
                 let total = cmds.len();
                 let mut groups: HashMap<Slot, (Vec<usize>, Pipeline)> = HashMap::new();
-                let cmds_by_index: Vec<Cmd> = cmds.iter().map(|(_, cmd)| cmd.clone()).collect();
                 for (i, (key, cmd)) in cmds.into_iter().enumerate() {
                     let (idx, pipe) = groups.entry(Slot::for_key(key.as_bytes())).or_insert_with(|| {
                         let mut p = ::redis::pipe();
@@ -166,21 +165,6 @@ impl Conn {
                     for (i, r) in idx.into_iter().zip(results?) {
                         out[i] = Some(r);
                     }
-                }
-                // redis-rs follows MOVED/ASK for single commands but not inside a pipeline: a
-                // command whose slot moved (or is moving) comes back as that redirect, not run.
-                // Send each such command again on its own, so redis-rs follows the redirect
-                // (and, for MOVED, refreshes its slot map for the next batch).
-                let mut again = tokio::task::JoinSet::new();
-                for (i, r) in out.iter().enumerate() {
-                    if std::env::var("NOFIX").is_err() && matches!(r, Some(Err(e)) if is_redirect(e)) {
-                        let (cmd, mut conn) = (cmds_by_index[i].clone(), c.clone());
-                        again.spawn(async move { (i, cmd.query_async::<Value>(&mut conn).await) });
-                    }
-                }
-                while let Some(joined) = again.join_next().await {
-                    let (i, r) = joined.map_err(|e| io_error(format!("batch task failed: {e}")))?;
-                    out[i] = Some(r);
                 }
                 Ok(out.into_iter().map(|r| r.unwrap_or_else(|| Err(io_error("missing reply")))).collect())
             }
@@ -244,8 +228,8 @@ where
 }
 
 /// Whether Redis Cluster answered "this slot is served elsewhere" (MOVED, or ASK while the
-/// slot migrates), for a command or for any command of a pipeline or transaction; such a
-/// command was not run.
+/// slot migrates), for a command or for any command of a transaction; such a command was not
+/// run, and a transaction holding one was aborted whole.
 fn is_redirect(e: &::redis::RedisError) -> bool {
     use ::redis::{ErrorKind, ServerErrorKind};
     let redirect = |k: Option<ServerErrorKind>| matches!(k, Some(ServerErrorKind::Moved | ServerErrorKind::Ask));
@@ -253,11 +237,13 @@ fn is_redirect(e: &::redis::RedisError) -> bool {
         || e.clone().into_server_errors().is_some_and(|errs| errs.iter().any(|(_, se)| redirect(se.kind())))
 }
 
-/// A single-slot pipeline on the cluster. redis-rs follows MOVED/ASK for single commands only;
-/// a pipeline whose slot moved (or is mid-migration) comes back redirected. The store's
-/// pipelines are MULTI/EXEC transactions, which a redirect aborts before anything runs, so it
-/// is safe to try again: first a harmless `EXISTS` on the pipeline's key, which redis-rs
-/// routes by following the redirect (refreshing its slot map on MOVED), then the pipeline.
+/// A single-slot pipeline on the cluster. redis-rs 1.8 follows MOVED/ASK for single commands
+/// and plain pipelines, but not for a MULTI/EXEC transaction: a redirect there aborts it
+/// (EXECABORT, nothing ran) and comes back as a "Transaction aborted" error, with the slot map
+/// left stale, so `insert` and `remove` would fail for every key whose slot moved until some
+/// other call refreshed the map. Try again instead: first a harmless `EXISTS` on the
+/// pipeline's key, which redis-rs routes by following the redirect (refreshing its slot map on
+/// MOVED), then the pipeline.
 /// While the slot is still migrating (ASK) this repeats, briefly pausing, until it has moved;
 /// the caller's timeout bounds the whole.
 async fn cluster_pipe<T: FromRedisValue>(c: &ClusterConnection, pipe: &Pipeline) -> RedisResult<T> {

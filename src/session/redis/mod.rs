@@ -49,6 +49,8 @@ mod tests;
 #[cfg(test)]
 mod tests_outage;
 #[cfg(test)]
+mod tests_reshard;
+#[cfg(test)]
 mod tests_sentinel;
 #[cfg(test)]
 mod tests_tls;
