@@ -5,13 +5,11 @@
 //! session, listing and write made during the move is exactly as expected.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::redis_server::{resp_values, RedisCluster};
+use super::redis_server::{resp_command as resp, resp_values, RedisCluster};
 use super::tests::{config, session_at};
 use super::{hex, RedisStore};
 use ::redis::cluster_routing::Slot;
@@ -28,32 +26,6 @@ const HOUR: Millis = 3_600_000;
 /// back where it was, hiding a stale slot map.)
 const SLOTS_PER_MOVE: &str = "2000";
 const MOVES: [(usize, usize); 3] = [(0, 1), (0, 2), (1, 2)];
-
-/// One command over plain RESP on a fresh connection; the reply as text (simple, error,
-/// integer or bulk string; nil = "").
-fn resp(port: u16, args: &[&str]) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut req = format!("*{}\r\n", args.len());
-    for a in args {
-        req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
-    }
-    stream.write_all(req.as_bytes())?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    if let Some(len) = line.strip_prefix('$') {
-        let len: i64 = len.trim().parse().unwrap_or(-1);
-        if len < 0 {
-            return Ok(String::new());
-        }
-        let mut body = vec![0u8; len as usize + 2];
-        reader.read_exact(&mut body)?;
-        body.truncate(len as usize);
-        return Ok(String::from_utf8_lossy(&body).into_owned());
-    }
-    Ok(line.trim_end().to_string())
-}
 
 fn node_id(port: u16) -> String {
     let id = resp(port, &["CLUSTER", "MYID"]).expect("CLUSTER MYID");
