@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::auth::password::PasswordVerifierPool;
-use crate::auth::throttle::SignInThrottle;
+use crate::auth::throttle::{AttemptLimiter, SignInThrottle};
 use crate::auth::reload::Users;
 use crate::auth::UserDirectory;
 use crate::client_info::ClientInfoResolver;
@@ -48,7 +48,8 @@ pub struct AppState {
     /// The users file, reloaded when it changes.
     pub users: Arc<Users>,
     pub passwords: PasswordVerifierPool,
-    pub throttle: SignInThrottle,
+    /// Sign-in attempt counting: in memory, or in Redis (shared by every replica).
+    pub throttle: Arc<dyn AttemptLimiter>,
     pub client_info: ClientInfoResolver,
     pub cookies: CookieJar,
     pub routes: RouteTable,
@@ -90,12 +91,17 @@ impl AppState {
             outage_grace: config.store.redis.as_ref().map_or(Millis::MAX, |r| millis(r.outage_grace)),
             outage_since: Default::default(),
         };
+        // A second connection of its own: the session store may be wrapped (tests) or swapped.
+        let throttle: Arc<dyn AttemptLimiter> = match &config.store.redis {
+            Some(redis) => Arc::new(RedisStore::new(redis.clone(), config.session.idle_timeout)?),
+            None => Arc::new(SignInThrottle::default()),
+        };
         let cookies = CookieJar::new(&config.session.cookie_name, config.session.cookie_secure);
         Ok(Arc::new(AppState {
             sessions,
             users,
             passwords: PasswordVerifierPool::new(4),
-            throttle: SignInThrottle::default(),
+            throttle,
             client_info,
             cookies,
             routes,

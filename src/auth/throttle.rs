@@ -6,15 +6,30 @@
 //! Memory: known accounts are counted exactly (their number is bounded by the users file). Unknown
 //! emails (counted the same way, so throttling reveals nothing about who exists) and networks
 //! live in bounded tables; if one is full of live windows, new keys there go uncounted — the
-//! per-account limit of every real account still holds. In memory, so per process.
+//! per-account limit of every real account still holds. In memory, so per process: the Redis
+//! store provides the same [`AttemptLimiter`] shared by every replica.
 
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use dashmap::DashMap;
 
 use crate::clock::Millis;
+use crate::session::store::StoreError;
+
+/// Counts sign-in attempts per account and per client network.
+#[async_trait]
+pub trait AttemptLimiter: Send + Sync {
+    /// Counts an attempt for `email` (`known`: a real account) from `ip`. `Ok(Err(retry_after))`
+    /// when either has used up its window (nothing is counted then); `Err` when the counter
+    /// cannot be reached (the sign-in answers 503).
+    async fn reserve(&self, email: &str, known: bool, ip: Option<IpAddr>, now: Millis) -> Result<Result<(), Duration>, StoreError>;
+
+    /// The attempt succeeded: the account starts afresh and the network gets its attempt back.
+    async fn succeeded(&self, email: &str, ip: Option<IpAddr>);
+}
 
 /// Attempts allowed per account in one window (guessing one person's password).
 pub const ACCOUNT_LIMIT: u32 = 10;
@@ -34,7 +49,7 @@ pub struct SignInThrottle {
 }
 
 /// IPv6 clients are counted per /64, the smallest network one customer usually gets.
-fn network(ip: IpAddr) -> IpAddr {
+pub fn network(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => {
@@ -98,6 +113,17 @@ impl SignInThrottle {
         if let Some(ip) = ip {
             give_back(&self.networks, &network(ip));
         }
+    }
+}
+
+#[async_trait]
+impl AttemptLimiter for SignInThrottle {
+    async fn reserve(&self, email: &str, known: bool, ip: Option<IpAddr>, now: Millis) -> Result<Result<(), Duration>, StoreError> {
+        Ok(SignInThrottle::reserve(self, email, known, ip, now))
+    }
+
+    async fn succeeded(&self, email: &str, ip: Option<IpAddr>) {
+        SignInThrottle::succeeded(self, email, ip)
     }
 }
 

@@ -60,14 +60,14 @@ async fn check_credentials(
 ) -> Result<std::sync::Arc<User>, GatewayError> {
     let now = state.sessions.now();
     let user = state.users.current().by_email(email);
-    if let Err(retry) = state.throttle.reserve(email, user.is_some(), ctx.client_ip, now) {
+    if let Err(retry) = state.throttle.reserve(email, user.is_some(), ctx.client_ip, now).await? {
         tracing::info!(outcome = "throttled", user.email = ?log_email(email), client.ip = %ip_field(ctx), "sign-in refused: too many failures");
         return Err(GatewayError::TooManyAttempts(retry.as_secs()));
     }
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     if state.passwords.verify(password.to_string(), hash).await {
         if let Some(user) = user {
-            state.throttle.succeeded(email, ctx.client_ip);
+            state.throttle.succeeded(email, ctx.client_ip).await;
             return Ok(user);
         }
     }

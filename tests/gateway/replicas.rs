@@ -53,3 +53,24 @@ async fn a_revoke_on_one_replica_signs_the_session_out_on_the_other() {
     assert_eq!(v1["sessions"].as_array().unwrap().len(), 1);
     assert_eq!(v2["sessions"].as_array().unwrap().len(), 1);
 }
+
+/// Sign-in attempts count against one limit however the load balancer spreads them.
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_attempts_are_counted_across_replicas() {
+    let redis = RedisServer::start();
+    let r1 = replica(&redis);
+    let r2 = replica(&redis);
+    for i in 0..10 {
+        let gw = if i % 2 == 0 { &r1 } else { &r2 };
+        assert_eq!(try_sign_in(gw, DEMO_EMAIL, "guess").await.status(), 401);
+    }
+    for gw in [&r1, &r2] {
+        let locked = try_sign_in(gw, DEMO_EMAIL, PASSWORD).await;
+        assert_eq!(locked.status(), 429, "the account's 10 attempts are used up on every replica");
+        assert!(locked.headers().get("retry-after").is_some());
+    }
+    assert_eq!(try_sign_in(&r2, SAM_EMAIL, PASSWORD).await.status(), 200, "another account is unaffected");
+    // The window lives in Redis, not in either replica.
+    let count = redis.command(&["GET", "dalea:t:{a:demo@example.com}"]);
+    assert_eq!(count.trim(), "10", "the account's counter is in Redis");
+}

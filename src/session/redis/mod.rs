@@ -44,6 +44,7 @@ mod scripts;
 mod sentinel;
 mod store_impl;
 mod sweep;
+mod throttle;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

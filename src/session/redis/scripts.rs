@@ -41,6 +41,36 @@ return 1
     )
 });
 
+/// Counts one sign-in attempt. KEYS[1] = counter; ARGV = window (ms), limit. The window starts
+/// with the first attempt. Returns the new count, or minus the milliseconds left in the window
+/// when the limit is already used up (then nothing is counted).
+pub(super) static TAKE_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+if n > tonumber(ARGV[2]) then
+  redis.call('DECR', KEYS[1])
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl < 1 then ttl = tonumber(ARGV[1]) end
+  return -ttl
+end
+return n
+"#,
+    )
+});
+
+/// Gives an attempt back. KEYS[1] = counter. Never below zero, never creates the key.
+pub(super) static GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if n > 0 then redis.call('DECR', KEYS[1]) end
+return 1
+"#,
+    )
+});
+
 /// Sweep delete. KEYS[1] = session key; ARGV[1] = the `la` seen when it was judged expired
 /// ("" = none). Deletes only if no activity arrived since. Returns the number deleted.
 pub(super) static DELETE_IF_IDLE: LazyLock<Script> = LazyLock::new(|| {
