@@ -57,6 +57,8 @@ pub struct PageExtras {
     created_at_exact: String,
     sign_in_label: String,
     strength_label: String,
+    /// How this session ends: remembered until a date, or with the browser.
+    ends_label: String,
 }
 
 impl SessionView {
@@ -82,6 +84,12 @@ impl SessionView {
                 created_ago: ago(s.created_at, now),
                 created_at_exact: exact(s.created_at),
                 sign_in_label: s.sign_in_method.label(),
+                ends_label: if s.remember_me {
+                    let day = chrono::DateTime::from_timestamp_millis(s.expires_at).map(|d| d.format("%-d %b %Y").to_string());
+                    format!("Remembered on this device, until {} at the latest", day.unwrap_or_default())
+                } else {
+                    "When the browser is closed".to_string()
+                },
                 strength_label,
             },
             id: s.id.to_string(),

@@ -157,7 +157,7 @@ pub async fn form(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
     };
     let remember_me = fields.get("remember_me").is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1"));
     let (_, cookie) = start_session(state, session, ctx, &user, remember_me).await?;
-    Ok(Reply::see_other(&rd).header("set-cookie", cookie))
+    Ok(Reply::see_other(&rd).header("set-cookie", cookie).header("set-cookie", state.cookies.clear_csrf()))
 }
 
 #[derive(Deserialize)]

@@ -64,6 +64,11 @@ impl CookieJar {
         self.build(&self.csrf_name, value, Some(CSRF_MAX_AGE))
     }
 
+    /// Deletes the sign-in form's CSRF cookie (it has done its job once signed in).
+    pub fn clear_csrf(&self) -> String {
+        self.build(&self.csrf_name, "", Some(Duration::ZERO))
+    }
+
     /// Every session token candidate in the request's `Cookie` headers, in order. Several can
     /// appear (duplicates from old paths or other apps); the caller tries each, so a stale
     /// duplicate never causes an error or a loop. Values of the wrong shape are skipped.
