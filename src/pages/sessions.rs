@@ -126,7 +126,7 @@ async fn views(state: &AppState, identity: &Identity) -> Result<Vec<SessionView>
     let current = &identity.session.session.id;
     Ok(state
         .sessions
-        .list(&identity.user_id)
+        .list(&identity.user.id)
         .await?
         .into_iter()
         .map(|l| SessionView::new(state, &l.session, l.last_active_at, l.last_ip, &l.session.id == current))
@@ -166,7 +166,7 @@ pub async fn page(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
         }
         other => other?,
     };
-    let user = state.users.current().by_id(&identity.user_id).ok_or(GatewayError::SignInRequired)?;
+    let user = identity.user.clone();
     let views = views(state, &identity).await?;
     // Only fixed messages: nothing from the query string reaches the page as text.
     let notice = match query_param(session, "done").as_deref() {
@@ -199,7 +199,7 @@ pub async fn list_json(state: &AppState, session: &mut Session, ctx: &RequestCtx
 
 async fn revoke(state: &AppState, identity: &Identity, raw_id: &str) -> Result<Revoke, GatewayError> {
     let Some(id) = PublicId::parse(raw_id) else { return Ok(Revoke::NotFound) };
-    Ok(state.sessions.revoke(&identity.user_id, &id, &identity.session.session.id).await?)
+    Ok(state.sessions.revoke(&identity.user.id, &id, &identity.session.session.id).await?)
 }
 
 /// DELETE /.dalea/api/sessions/{id}: 204, 409 for the caller's own session, 404 otherwise.

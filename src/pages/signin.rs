@@ -138,10 +138,8 @@ pub async fn form(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
 
     let cookies = session.req_header().headers.get_all(http::header::COOKIE);
     let expected = state.cookies.csrf_value(cookies.iter().map(|v| v.as_bytes()));
-    let csrf_ok = match (expected, fields.get("csrf_token")) {
-        (Some(e), Some(given)) => crate::session::Secret::from(e).matches(given),
-        _ => false,
-    };
+    let csrf_ok =
+        expected.is_some_and(|e| csrf::check_token(&crate::session::Secret::from(e), fields.get("csrf_token")).is_ok());
     if !csrf_ok {
         let msg = "This sign-in form had expired. Please sign in again.";
         return Ok(render_form(state, session, 403, &rd, &email, Some(msg)));
@@ -197,6 +195,6 @@ pub async fn sign_out(state: &AppState, session: &mut Session, ctx: &RequestCtx)
     };
     csrf::check_token(&identity.session.session.csrf, fields.get("csrf_token"))?;
     state.sessions.sign_out(&identity.session.session.token_hash).await?;
-    tracing::info!(user.id = %identity.user_id, session.id = %identity.session.session.id, "signed out");
+    tracing::info!(user.id = %identity.user.id, session.id = %identity.session.session.id, "signed out");
     Ok(Reply::see_other(SIGNIN_PATH).header("set-cookie", clear))
 }

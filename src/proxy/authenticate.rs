@@ -45,7 +45,7 @@ pub async fn identify(
                 return Ok((None, true));
             };
             state.sessions.touch(&cached, client_ip);
-            Ok((Some(Identity { user_id: user.id.clone(), email: user.email.clone(), session: cached }), false))
+            Ok((Some(Identity { user, session: cached }), false))
         }
         Lookup::Missing { stale_cookie } => Ok((None, stale_cookie)),
     }

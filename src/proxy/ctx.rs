@@ -3,13 +3,14 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::auth::User;
 use crate::session::cache::CachedSession;
 
 /// Who a proxied request is from, as the upstream will be told.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    pub user_id: String,
-    pub email: String,
+    /// The person, as the users file has them now (shared, not copied per request).
+    pub user: Arc<User>,
     pub session: Arc<CachedSession>,
 }
 

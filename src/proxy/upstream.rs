@@ -34,8 +34,8 @@ pub fn rewrite_request(req: &mut RequestHeader, ctx: &RequestCtx, cookies: &Cook
     forwarded_headers(req, ctx)?;
 
     if let Some(id) = &ctx.identity {
-        req.insert_header("x-dalea-user", id.user_id.as_str())?;
-        req.insert_header("x-dalea-email", id.email.as_str())?;
+        req.insert_header("x-dalea-user", id.user.id.as_str())?;
+        req.insert_header("x-dalea-email", id.user.email.as_str())?;
         req.insert_header("x-dalea-session", id.session.session.id.as_str())?;
         req.insert_header("x-dalea-auth-strength", id.auth_strength())?;
         req.insert_header("x-dalea-auth-method", id.session.session.sign_in_method.as_string())?;

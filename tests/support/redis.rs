@@ -51,8 +51,8 @@ fn free_port() -> u16 {
     panic!("no free loopback port pair found for redis-server");
 }
 
-/// Sends one command as a RESP array and returns the raw reply (simple line or bulk body).
-pub fn resp_command(port: u16, args: &[&str]) -> std::io::Result<String> {
+/// Writes one command as a RESP array on a fresh connection; the reply is left to read.
+fn send(port: u16, args: &[&str]) -> std::io::Result<BufReader<TcpStream>> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut req = format!("*{}\r\n", args.len());
@@ -60,7 +60,12 @@ pub fn resp_command(port: u16, args: &[&str]) -> std::io::Result<String> {
         req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
     }
     stream.write_all(req.as_bytes())?;
-    let mut reader = BufReader::new(stream);
+    Ok(BufReader::new(stream))
+}
+
+/// Sends one command as a RESP array and returns the raw reply (simple line or bulk body).
+pub fn resp_command(port: u16, args: &[&str]) -> std::io::Result<String> {
+    let mut reader = send(port, args)?;
     let mut line = String::new();
     reader.read_line(&mut line)?;
     if let Some(len) = line.strip_prefix('$') {
@@ -388,15 +393,8 @@ fn read_reply(reader: &mut impl BufRead, out: &mut Vec<String>) -> std::io::Resu
 
 /// Sends one command and returns the reply flattened by [`read_reply`].
 pub fn resp_values(port: u16, args: &[&str]) -> std::io::Result<Vec<String>> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut req = format!("*{}\r\n", args.len());
-    for a in args {
-        req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
-    }
-    stream.write_all(req.as_bytes())?;
     let mut out = Vec::new();
-    read_reply(&mut BufReader::new(stream), &mut out)?;
+    read_reply(&mut send(port, args)?, &mut out)?;
     Ok(out)
 }
 
