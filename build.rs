@@ -65,8 +65,7 @@ struct RegexesOut {
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=DALEA_UAP_REGEXES");
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     // A different ua-parser version in the lock file means a different regexes.yaml.
     let lock = manifest_dir.join("Cargo.lock");
     if lock.exists() {
@@ -78,10 +77,7 @@ fn main() {
         _ => {
             let uap_core = find_ua_parser_package(&manifest_dir).join("uap-core");
             // uap-core's own tests for these rules, for the crate's unit tests.
-            println!(
-                "cargo:rustc-env=DALEA_UAP_TESTS_DIR={}",
-                uap_core.join("tests").display()
-            );
+            println!("cargo:rustc-env=DALEA_UAP_TESTS_DIR={}", uap_core.join("tests").display());
             uap_core.join("regexes.yaml")
         }
     };
@@ -95,17 +91,10 @@ fn main() {
             yaml_path.display()
         )
     });
-    let parsed: RegexesIn = serde_yaml::from_str(&yaml).unwrap_or_else(|e| {
-        panic!(
-            "\n\ncannot parse uap-core rules at {}: {e}\n\n",
-            yaml_path.display()
-        )
-    });
+    let parsed: RegexesIn = serde_yaml::from_str(&yaml)
+        .unwrap_or_else(|e| panic!("\n\ncannot parse uap-core rules at {}: {e}\n\n", yaml_path.display()));
     if parsed.user_agent_parsers.is_empty() || parsed.os_parsers.is_empty() {
-        panic!(
-            "\n\nuap-core rules at {} have no user_agent or os parsers\n\n",
-            yaml_path.display()
-        );
+        panic!("\n\nuap-core rules at {} have no user_agent or os parsers\n\n", yaml_path.display());
     }
     let out = RegexesOut {
         user_agent_parsers: parsed.user_agent_parsers,
@@ -142,13 +131,7 @@ fn find_ua_parser_package(manifest_dir: &Path) -> PathBuf {
     let output = match metadata(true) {
         Ok(out) if out.status.success() => out,
         _ => metadata(false).unwrap_or_else(|e| {
-            panic!(
-                "{}",
-                not_found(&format!(
-                    "cannot run `{} metadata`: {e}",
-                    cargo.to_string_lossy()
-                ))
-            )
+            panic!("{}", not_found(&format!("cannot run `{} metadata`: {e}", cargo.to_string_lossy())))
         }),
     };
     if !output.status.success() {
@@ -161,55 +144,29 @@ fn find_ua_parser_package(manifest_dir: &Path) -> PathBuf {
             ))
         );
     }
-    let meta: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{}",
-            not_found(&format!("`cargo metadata` output is not JSON: {e}"))
-        )
-    });
+    let meta: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{}", not_found(&format!("`cargo metadata` output is not JSON: {e}"))));
 
-    let packages = meta["packages"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
+    let packages = meta["packages"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     // Prefer the exact package the root depends on (the lock file may hold more than one).
     let wanted_id = meta["resolve"]["root"].as_str().and_then(|root| {
         meta["resolve"]["nodes"]
             .as_array()?
             .iter()
             .find(|n| n["id"] == root)
-            .and_then(|n| {
-                n["deps"]
-                    .as_array()?
-                    .iter()
-                    .find(|d| d["name"] == "ua_parser")?["pkg"]
-                    .as_str()
-            })
+            .and_then(|n| n["deps"].as_array()?.iter().find(|d| d["name"] == "ua_parser")?["pkg"].as_str())
     });
     let package = packages
         .iter()
         .find(|p| wanted_id.is_some_and(|id| p["id"] == id))
         .or_else(|| packages.iter().find(|p| p["name"] == "ua-parser"))
-        .unwrap_or_else(|| {
-            panic!(
-                "{}",
-                not_found("no package named `ua-parser` in `cargo metadata`")
-            )
-        });
-    let manifest = package["manifest_path"].as_str().unwrap_or_else(|| {
-        panic!(
-            "{}",
-            not_found("`ua-parser` has no manifest_path in `cargo metadata`")
-        )
-    });
+        .unwrap_or_else(|| panic!("{}", not_found("no package named `ua-parser` in `cargo metadata`")));
+    let manifest = package["manifest_path"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", not_found("`ua-parser` has no manifest_path in `cargo metadata`")));
     Path::new(manifest)
         .parent()
-        .unwrap_or_else(|| {
-            panic!(
-                "{}",
-                not_found("`ua-parser` manifest_path has no parent directory")
-            )
-        })
+        .unwrap_or_else(|| panic!("{}", not_found("`ua-parser` manifest_path has no parent directory")))
         .to_path_buf()
 }
 

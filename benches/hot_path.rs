@@ -64,8 +64,10 @@ fn hot_path(c: &mut Criterion) {
         b.iter(|| {
             let cached = state.sessions.cache.get(black_box(&hash)).expect("cached");
             let now = state.sessions.now();
-            assert!(cached.session.liveness(cached.last_active(), now, state.sessions.idle_timeout)
-                == dalea_gateway::session::Liveness::Alive);
+            assert!(
+                cached.session.liveness(cached.last_active(), now, state.sessions.idle_timeout)
+                    == dalea_gateway::session::Liveness::Alive
+            );
         })
     });
     c.bench_function("decision_cached_session", |b| {
@@ -80,7 +82,11 @@ fn hot_path(c: &mut Criterion) {
     c.bench_function("client_ip_trusted_chain", |b| {
         b.iter(|| resolver.client_ip(Some("10.0.0.1".parse().expect("ip")), black_box([xff]).into_iter()))
     });
-    let hints = ClientHints { platform: Some("macOS".into()), platform_version: Some("14.6.1".into()), ..ClientHints::default() };
+    let hints = ClientHints {
+        platform: Some("macOS".into()),
+        platform_version: Some("14.6.1".into()),
+        ..ClientHints::default()
+    };
     c.bench_function("device_label_ua_and_hints", |b| {
         b.iter(|| {
             let d = resolver.describe_device(black_box(UA), &hints);

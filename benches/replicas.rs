@@ -50,8 +50,18 @@ async fn main() {
         let other = sign_in(&r1, DEMO_EMAIL, FIREFOX_WIN).await;
         assert_eq!(http.get(r2.url("/app")).header("cookie", &other).send().await.expect("request").status(), 200);
         let (_, v) = sessions(&r2, &other).await;
-        let id = v["sessions"].as_array().and_then(|l| l.iter().find(|s| s["current"] == true)).and_then(|s| s["id"].as_str()).expect("id").to_string();
-        let resp = http.delete(r1.url(&format!("/.dalea/api/sessions/{id}"))).header("cookie", &mine).send().await.expect("revoke");
+        let id = v["sessions"]
+            .as_array()
+            .and_then(|l| l.iter().find(|s| s["current"] == true))
+            .and_then(|s| s["id"].as_str())
+            .expect("id")
+            .to_string();
+        let resp = http
+            .delete(r1.url(&format!("/.dalea/api/sessions/{id}")))
+            .header("cookie", &mine)
+            .send()
+            .await
+            .expect("revoke");
         assert_eq!(resp.status(), 204);
         let returned = Instant::now();
         loop {
@@ -82,8 +92,12 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(1500)).await; // include the flushes they caused
     let calls = total_calls(&redis) - before - 1; // minus the INFO call itself
 
-    println!("replicas: revocation latency over {trials} trials: p50 {:?}, p99 {:?}, max {:?}",
-        percentile(&latencies, 0.50), percentile(&latencies, 0.99), latencies[latencies.len() - 1]);
+    println!(
+        "replicas: revocation latency over {trials} trials: p50 {:?}, p99 {:?}, max {:?}",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        latencies[latencies.len() - 1]
+    );
     println!(
         "replicas: {requests} authenticated requests in {elapsed:?} caused {calls} Redis commands = {:.4} per request",
         calls as f64 / requests as f64

@@ -13,6 +13,13 @@ else
   echo "==       the extra MaxMind/uap-core corpus checks are SKIPPED; the project's own fixtures still run"
 fi
 
+if cargo fmt --version >/dev/null 2>&1; then
+  echo "== cargo fmt --check"
+  cargo fmt --check
+else
+  echo "== NOTE: rustfmt is not installed (rustup component add rustfmt): formatting NOT checked"
+fi
+
 echo "== cargo test"
 cargo test --all-targets --locked
 

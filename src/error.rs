@@ -103,12 +103,17 @@ impl GatewayError {
         use pingora::{ErrorSource, ErrorType};
         match (e.esource(), e.etype()) {
             (_, ErrorType::HTTPStatus(code)) if *code >= 500 => Some(GatewayError::UpstreamUnavailable),
-            (_, ErrorType::HTTPStatus(_)) => Some(GatewayError::BadRequest("The request could not be processed.".into())),
-            (ErrorSource::Upstream, ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
-                Some(GatewayError::UpstreamTimeout)
+            (_, ErrorType::HTTPStatus(_)) => {
+                Some(GatewayError::BadRequest("The request could not be processed.".into()))
             }
+            (
+                ErrorSource::Upstream,
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+            ) => Some(GatewayError::UpstreamTimeout),
             (ErrorSource::Upstream, _) => Some(GatewayError::UpstreamUnavailable),
-            (ErrorSource::Downstream, ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed) => None,
+            (ErrorSource::Downstream, ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed) => {
+                None
+            }
             (ErrorSource::Downstream, _) => Some(GatewayError::BadRequest("The request could not be read.".into())),
             _ => Some(GatewayError::Internal),
         }

@@ -130,7 +130,8 @@ fn init_logging(json: bool) {
     // pingora's own debug output prints proxied headers and bodies (the apps' cookies and
     // bearer tokens); keep it at info unless RUST_LOG names pingora explicitly.
     let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
-    let directives = if wanted.contains("pingora") { wanted } else { format!("{wanted},pingora_core=info,pingora_proxy=info") };
+    let directives =
+        if wanted.contains("pingora") { wanted } else { format!("{wanted},pingora_core=info,pingora_proxy=info") };
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora_core=info,pingora_proxy=info"));
     use std::io::IsTerminal;

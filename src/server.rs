@@ -20,8 +20,8 @@ use crate::config::{Config, RedisMode, UpstreamTarget};
 use crate::proxy::Gateway;
 use crate::session::activity::ActivityFlusher;
 use crate::session::revocation::{RevocationListener, SubscribeVia};
-use crate::session::sweeper::ExpirySweeper;
 use crate::session::store::SessionStore;
+use crate::session::sweeper::ExpirySweeper;
 use crate::session::Token;
 use crate::state::AppState;
 use crate::whoami::Whoami;
@@ -44,11 +44,8 @@ pub fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Built> {
 
 /// [`build`] with the session store given.
 pub fn build_with_store(config: Config, clock: Arc<dyn Clock>, store: Arc<dyn SessionStore>) -> anyhow::Result<Built> {
-    let whoami = if config.upstreams.iter().any(|u| u.target == UpstreamTarget::Whoami) {
-        Some(Whoami::bind()?)
-    } else {
-        None
-    };
+    let whoami =
+        if config.upstreams.iter().any(|u| u.target == UpstreamTarget::Whoami) { Some(Whoami::bind()?) } else { None };
     let state = AppState::with_store(config, clock.clone(), whoami.as_ref().map(|w| w.addr), store)?;
     let cfg = &state.config;
     // pingora retries a busy port forever while reporting nothing; fail at start-up instead.

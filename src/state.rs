@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::auth::password::PasswordVerifierPool;
-use crate::auth::throttle::{AttemptLimiter, SignInThrottle};
 use crate::auth::reload::Users;
+use crate::auth::throttle::{AttemptLimiter, SignInThrottle};
 use crate::auth::UserDirectory;
 use crate::client_info::ClientInfoResolver;
 use crate::clock::{millis, Clock, Millis};
@@ -17,8 +17,8 @@ use crate::session::activity::ActivityBuffer;
 use crate::session::cache::SessionCache;
 use crate::session::cookie::CookieJar;
 use crate::session::embedded::EmbeddedStore;
-use crate::session::redis::RedisStore;
 use crate::session::manager::SessionManager;
+use crate::session::redis::RedisStore;
 use crate::session::store::SessionStore;
 
 /// The store the config asks for.
@@ -26,7 +26,8 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn SessionStore>> {
     Ok(match config.store.kind {
         StoreKind::Embedded => Arc::new(EmbeddedStore::open(&config.store.path)?),
         StoreKind::Redis => {
-            let redis = config.store.redis.clone().ok_or_else(|| anyhow::anyhow!("store.url: Redis settings missing"))?;
+            let redis =
+                config.store.redis.clone().ok_or_else(|| anyhow::anyhow!("store.url: Redis settings missing"))?;
             Arc::new(RedisStore::new(redis, config.session.idle_timeout)?)
         }
     })
@@ -71,7 +72,9 @@ impl AppState {
         whoami: Option<SocketAddr>,
         store: Arc<dyn SessionStore>,
     ) -> anyhow::Result<Arc<Self>> {
-        let users = Arc::new(Users::new(UserDirectory::load(&config.users.file).map_err(|e| anyhow::Error::msg(config.users.annotate(e)))?));
+        let users = Arc::new(Users::new(
+            UserDirectory::load(&config.users.file).map_err(|e| anyhow::Error::msg(config.users.annotate(e)))?,
+        ));
         let client_info = ClientInfoResolver::new(
             config.client_info.trusted_proxies.clone(),
             config.client_info.geoip_database.as_deref(),

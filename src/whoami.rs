@@ -71,9 +71,10 @@ async fn serve_connection(mut stream: TcpStream) {
                         }
                         continue;
                     }
-                    let close = req.headers.iter().any(|h| {
-                        h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
-                    });
+                    let close = req
+                        .headers
+                        .iter()
+                        .any(|h| h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close"));
                     break (render(&req), !close, len + body_len);
                 }
                 Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {

@@ -25,7 +25,13 @@ pub trait AttemptLimiter: Send + Sync {
     /// Counts an attempt for `email` (`known`: a real account) from `ip`. `Ok(Err(retry_after))`
     /// when either has used up its window (nothing is counted then); `Err` when the counter
     /// cannot be reached (the sign-in answers 503).
-    async fn reserve(&self, email: &str, known: bool, ip: Option<IpAddr>, now: Millis) -> Result<Result<(), Duration>, StoreError>;
+    async fn reserve(
+        &self,
+        email: &str,
+        known: bool,
+        ip: Option<IpAddr>,
+        now: Millis,
+    ) -> Result<Result<(), Duration>, StoreError>;
 
     /// The attempt succeeded: the account starts afresh and the network gets its attempt back.
     async fn succeeded(&self, email: &str, ip: Option<IpAddr>);
@@ -65,7 +71,13 @@ fn window() -> Millis {
 }
 
 /// Counts one attempt for `key` unless its window is used up (then `Err(retry_after)`).
-fn take<K: Hash + Eq + Clone>(map: &Windows<K>, key: &K, limit: u32, now: Millis, bounded: bool) -> Result<bool, Duration> {
+fn take<K: Hash + Eq + Clone>(
+    map: &Windows<K>,
+    key: &K,
+    limit: u32,
+    now: Millis,
+    bounded: bool,
+) -> Result<bool, Duration> {
     if bounded && map.len() >= MAX_KEYS && !map.contains_key(key) {
         map.retain(|_, (start, _)| now < *start + window());
         if map.len() >= MAX_KEYS {
@@ -118,7 +130,13 @@ impl SignInThrottle {
 
 #[async_trait]
 impl AttemptLimiter for SignInThrottle {
-    async fn reserve(&self, email: &str, known: bool, ip: Option<IpAddr>, now: Millis) -> Result<Result<(), Duration>, StoreError> {
+    async fn reserve(
+        &self,
+        email: &str,
+        known: bool,
+        ip: Option<IpAddr>,
+        now: Millis,
+    ) -> Result<Result<(), Duration>, StoreError> {
         Ok(SignInThrottle::reserve(self, email, known, ip, now))
     }
 

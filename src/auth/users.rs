@@ -63,7 +63,8 @@ pub struct UserDirectory {
 
 impl UserDirectory {
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read users file {}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read users file {}: {e}", path.display()))?;
         Self::parse(&text).map_err(|e| format!("users file {}: {e}", path.display()))
     }
 
@@ -153,7 +154,8 @@ fn check_hash_strength(hash: &str) -> Result<(), String> {
     if algorithm != "argon2id" {
         return Err(format!("is {algorithm}, but only argon2id hashes are accepted; {REHASH}"));
     }
-    let params = argon2::Params::try_from(&parsed).map_err(|e| format!("has invalid argon2id parameters ({e}); {REHASH}"))?;
+    let params =
+        argon2::Params::try_from(&parsed).map_err(|e| format!("has invalid argon2id parameters ({e}); {REHASH}"))?;
     let (m, t) = (params.m_cost(), params.t_cost());
     if OWASP_ARGON2ID_MINIMUMS.iter().any(|&(min_m, min_t)| m >= min_m && t >= min_t) {
         return Ok(());
@@ -182,7 +184,10 @@ mod tests {
         let dir = UserDirectory::parse(&text).expect("parse");
         let ann = dir.by_email("ann@example.COM").expect("found");
         assert_eq!(ann.id, derived_id("ann@example.com"));
-        assert_eq!(UserDirectory::parse(&text).expect("parse").by_email("ann@example.com").map(|u| u.id.clone()), Some(ann.id.clone()));
+        assert_eq!(
+            UserDirectory::parse(&text).expect("parse").by_email("ann@example.com").map(|u| u.id.clone()),
+            Some(ann.id.clone())
+        );
         assert!(dir.by_id(&ann.id).is_some());
     }
 
@@ -209,7 +214,12 @@ mod tests {
     fn a_case_only_duplicate_email_is_named_on_the_email() {
         let text = format!("{}{}", one("ann@example.com", HASH), one("Ann@Example.com", HASH));
         let err = UserDirectory::parse(&text).unwrap_err();
-        assert!(err.starts_with("users[1].email: \"Ann@Example.com\" appears twice (emails are compared case-insensitively)"), "{err}");
+        assert!(
+            err.starts_with(
+                "users[1].email: \"Ann@Example.com\" appears twice (emails are compared case-insensitively)"
+            ),
+            "{err}"
+        );
         assert!(err.contains("users[0].email is \"ann@example.com\""), "{err}");
         assert!(!err.contains("u-"), "no id the operator never wrote: {err}");
 
@@ -225,7 +235,10 @@ mod tests {
     #[test]
     fn weak_or_non_argon2id_hashes_are_refused() {
         let err = UserDirectory::parse(&one("a@x", &with_params("argon2id", "m=8,t=1,p=1"))).unwrap_err();
-        assert!(err.starts_with("users[0].password_hash: argon2id with m=8 (KiB), t=1 is weaker than OWASP's minimum"), "{err}");
+        assert!(
+            err.starts_with("users[0].password_hash: argon2id with m=8 (KiB), t=1 is weaker than OWASP's minimum"),
+            "{err}"
+        );
         assert!(err.contains("`dalea-gateway hash-password`"), "{err}");
         for weak in ["m=19455,t=2,p=1", "m=19456,t=1,p=1", "m=12288,t=2,p=1", "m=7167,t=9,p=1", "m=47103,t=1,p=1"] {
             let err = UserDirectory::parse(&one("a@x", &with_params("argon2id", weak))).unwrap_err();
@@ -236,7 +249,14 @@ mod tests {
             assert!(err.starts_with(&format!("users[0].password_hash: is {variant}, but only argon2id")), "{err}");
             assert!(err.contains("`dalea-gateway hash-password`"), "{err}");
         }
-        for strong in ["m=19456,t=2,p=1", "m=12288,t=3,p=1", "m=9216,t=4,p=1", "m=7168,t=5,p=1", "m=47104,t=1,p=1", "m=65536,t=3,p=4"] {
+        for strong in [
+            "m=19456,t=2,p=1",
+            "m=12288,t=3,p=1",
+            "m=9216,t=4,p=1",
+            "m=7168,t=5,p=1",
+            "m=47104,t=1,p=1",
+            "m=65536,t=3,p=4",
+        ] {
             let text = one("a@x", &with_params("argon2id", strong));
             assert!(UserDirectory::parse(&text).is_ok(), "{strong} meets the minimum");
         }

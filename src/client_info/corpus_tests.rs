@@ -33,9 +33,7 @@ fn yaml_cases(text: &str) -> Vec<Vec<(String, Option<String>)>> {
             }
             None => t,
         };
-        let (key, value) = t
-            .split_once(':')
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+        let (key, value) = t.split_once(':').unwrap_or_else(|| panic!("unexpected line {line:?}"));
         let v = value.trim();
         let value = if v.is_empty() || v == "~" || v == "null" {
             None
@@ -46,19 +44,13 @@ fn yaml_cases(text: &str) -> Vec<Vec<(String, Option<String>)>> {
         } else {
             Some(v.to_owned())
         };
-        cases
-            .last_mut()
-            .expect("a key before the first item")
-            .push((key.trim().to_owned(), value));
+        cases.last_mut().expect("a key before the first item").push((key.trim().to_owned(), value));
     }
     cases
 }
 
 fn field<'c>(case: &'c [(String, Option<String>)], key: &str) -> Option<&'c str> {
-    case.iter()
-        .find(|(k, _)| k == key)
-        .and_then(|(_, v)| v.as_deref())
-        .filter(|v| !v.is_empty())
+    case.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.as_deref()).filter(|v| !v.is_empty())
 }
 
 /// One uap-core test case: which extractor, the UA, and the expected (family, major).
@@ -119,12 +111,7 @@ fn bundled_uap_corpus_passes() {
         return;
     };
     let bad = mismatches(&cases);
-    assert!(
-        bad.is_empty(),
-        "{} of {} cases differ: {bad:#?}",
-        bad.len(),
-        cases.len()
-    );
+    assert!(bad.is_empty(), "{} of {} cases differ: {bad:#?}", bad.len(), cases.len());
 }
 
 /// /work/shared holds a newer uap-core corpus than the rules ua-parser 0.2.2 ships; cases the
@@ -134,10 +121,7 @@ fn bundled_uap_corpus_passes() {
 fn shared_uap_corpus_when_present() {
     let dir = shared_data().join("uap-core");
     let Some(cases) = corpus(&dir) else {
-        eprintln!(
-            "SKIPPED: uap-core corpus not found under {} (set DALEA_SHARED_DATA)",
-            dir.display()
-        );
+        eprintln!("SKIPPED: uap-core corpus not found under {} (set DALEA_SHARED_DATA)", dir.display());
         return;
     };
     let bad = mismatches(&cases);
@@ -156,10 +140,7 @@ fn shared_uap_corpus_when_present() {
         newer.len()
     );
     assert!(unexplained.is_empty(), "{unexplained:#?}");
-    assert!(
-        newer.len() * 10 < cases.len(),
-        "more than 10% of the corpus fails: {newer:#?}"
-    );
+    assert!(newer.len() * 10 < cases.len(), "more than 10% of the corpus fails: {newer:#?}");
 }
 
 fn maxmind_test_db(name: &str) -> Option<PathBuf> {
@@ -167,55 +148,25 @@ fn maxmind_test_db(name: &str) -> Option<PathBuf> {
     if path.exists() {
         Some(path)
     } else {
-        eprintln!(
-            "SKIPPED: {} not found (set DALEA_SHARED_DATA)",
-            path.display()
-        );
+        eprintln!("SKIPPED: {} not found (set DALEA_SHARED_DATA)", path.display());
         None
     }
 }
 
 /// The lookups listed in geoip/expected-lookups.md.
 fn check_expected_lookups(r: &ClientInfoResolver, city_db: bool) {
-    assert_eq!(
-        r.locate(ip("81.2.69.160")),
-        place(Some("London"), "United Kingdom", "GB")
-    );
-    assert_eq!(
-        r.locate(ip("81.2.69.142")),
-        place(Some("London"), "United Kingdom", "GB")
-    );
-    assert_eq!(
-        r.locate(ip("2.125.160.216")),
-        place(Some("Boxford"), "United Kingdom", "GB")
-    );
-    assert_eq!(
-        r.locate(ip("89.160.20.128")),
-        place(Some("Linköping"), "Sweden", "SE")
-    );
-    assert_eq!(
-        r.locate(ip("175.16.199.0")),
-        place(Some("Changchun"), "China", "CN")
-    );
+    assert_eq!(r.locate(ip("81.2.69.160")), place(Some("London"), "United Kingdom", "GB"));
+    assert_eq!(r.locate(ip("81.2.69.142")), place(Some("London"), "United Kingdom", "GB"));
+    assert_eq!(r.locate(ip("2.125.160.216")), place(Some("Boxford"), "United Kingdom", "GB"));
+    assert_eq!(r.locate(ip("89.160.20.128")), place(Some("Linköping"), "Sweden", "SE"));
+    assert_eq!(r.locate(ip("175.16.199.0")), place(Some("Changchun"), "China", "CN"));
     assert_eq!(r.locate(ip("67.43.156.1")), place(None, "Bhutan", "BT"));
-    assert_eq!(
-        r.locate(ip("202.196.224.1")),
-        place(None, "Philippines", "PH")
-    );
+    assert_eq!(r.locate(ip("202.196.224.1")), place(None, "Philippines", "PH"));
     assert_eq!(r.locate(ip("2001:218::1")), place(None, "Japan", "JP"));
-    assert_eq!(
-        r.locate(ip("2a02:ff40::1")),
-        place(None, "Isle of Man", "IM")
-    );
-    assert_eq!(
-        r.locate(ip("2001:480:10::1")),
-        place(Some("San Diego"), "United States", "US")
-    );
+    assert_eq!(r.locate(ip("2a02:ff40::1")), place(None, "Isle of Man", "IM"));
+    assert_eq!(r.locate(ip("2001:480:10::1")), place(Some("San Diego"), "United States", "US"));
     if city_db {
-        assert_eq!(
-            r.locate(ip("214.78.120.5")),
-            place(Some("San Diego"), "United States", "US")
-        );
+        assert_eq!(r.locate(ip("214.78.120.5")), place(Some("San Diego"), "United States", "US"));
     }
     for none in ["8.8.8.8", "1.1.1.1", "127.0.0.1", "::1"] {
         assert_eq!(r.locate(ip(none)), None, "{none}");
@@ -238,12 +189,8 @@ fn maxmind_test_databases_when_present() {
 /// schema's types are restored by key.
 fn json_to_value(key: &str, v: &serde_json::Value) -> Value {
     match v {
-        serde_json::Value::Object(m) => {
-            Value::map(m.iter().map(|(k, v)| (k.clone(), json_to_value(k, v))))
-        }
-        serde_json::Value::Array(a) => {
-            Value::Array(a.iter().map(|v| json_to_value(key, v)).collect())
-        }
+        serde_json::Value::Object(m) => Value::map(m.iter().map(|(k, v)| (k.clone(), json_to_value(k, v)))),
+        serde_json::Value::Array(a) => Value::Array(a.iter().map(|v| json_to_value(key, v)).collect()),
         serde_json::Value::String(s) => Value::str(s.clone()),
         serde_json::Value::Bool(b) => Value::Bool(*b),
         serde_json::Value::Number(n) => match key {
@@ -264,13 +211,11 @@ fn writer_reproduces_maxmind_test_database_when_present() {
     let Some(official) = maxmind_test_db("GeoIP2-City-Test.mmdb") else {
         return;
     };
-    let Ok(json) = std::fs::read_to_string(shared_data().join("geoip/GeoIP2-City-Test.json"))
-    else {
+    let Ok(json) = std::fs::read_to_string(shared_data().join("geoip/GeoIP2-City-Test.json")) else {
         eprintln!("SKIPPED: GeoIP2-City-Test.json not found");
         return;
     };
-    let source: Vec<serde_json::Map<String, serde_json::Value>> =
-        serde_json::from_str(&json).unwrap();
+    let source: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(&json).unwrap();
     let mut writer = MmdbWriter::new("GeoIP2-City");
     let mut probes = Vec::new();
     for entry in &source {

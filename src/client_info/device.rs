@@ -47,10 +47,7 @@ pub(super) struct UaRules {
 /// The compiled rules, built on first use and shared by every resolver in the process.
 pub(super) fn rules() -> Result<&'static UaRules, ClientInfoError> {
     static RULES: OnceLock<Result<UaRules, String>> = OnceLock::new();
-    RULES
-        .get_or_init(build_rules)
-        .as_ref()
-        .map_err(|e| ClientInfoError::UserAgentRules(e.clone()))
+    RULES.get_or_init(build_rules).as_ref().map_err(|e| ClientInfoError::UserAgentRules(e.clone()))
 }
 
 fn build_rules() -> Result<UaRules, String> {
@@ -75,10 +72,7 @@ impl UaRules {
     #[cfg(test)]
     pub(super) fn raw(&self, ua: &str) -> (Option<user_agent::Value>, Option<os::Value>) {
         let ua = truncate(ua);
-        (
-            self.ua.extract(ua).map(|v| v.into_owned()),
-            self.os.extract(ua).map(|v| v.into_owned()),
-        )
+        (self.ua.extract(ua).map(|v| v.into_owned()), self.os.extract(ua).map(|v| v.into_owned()))
     }
 
     pub(super) fn describe(&self, user_agent: &str, hints: &ClientHints) -> Device {
@@ -92,12 +86,7 @@ impl UaRules {
             _ => UNKNOWN_OS.to_owned(),
         };
         let device = format!("{browser} on {os}");
-        Device {
-            browser,
-            browser_version,
-            os,
-            device,
-        }
+        Device { browser, browser_version, os, device }
     }
 }
 
@@ -124,10 +113,7 @@ fn is_known(family: &str) -> bool {
 /// A version part fit for display: short, plain characters.
 fn clean(v: Option<&str>) -> Option<String> {
     let v = v?.trim();
-    let ok = !v.is_empty()
-        && v.len() <= 16
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == ' ');
+    let ok = !v.is_empty() && v.len() <= 16 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == ' ');
     ok.then(|| v.to_owned())
 }
 
@@ -200,12 +186,7 @@ fn ios_version(major: Option<&str>, minor: Option<&str>, ua: &str) -> Option<Str
     let major_n: u32 = major?.parse().ok()?;
     let frozen = match safari_version(ua) {
         Some(safari) => safari >= 26,
-        None => {
-            major_n == 18
-                && minor
-                    .and_then(|m| m.parse::<u32>().ok())
-                    .is_some_and(|m| m >= 6)
-        }
+        None => major_n == 18 && minor.and_then(|m| m.parse::<u32>().ok()).is_some_and(|m| m >= 6),
     };
     (!frozen).then(|| major_n.to_string())
 }
@@ -213,9 +194,7 @@ fn ios_version(major: Option<&str>, minor: Option<&str>, ua: &str) -> Option<Str
 /// The major of the `Version/NN` token WebKit browsers send.
 fn safari_version(ua: &str) -> Option<u32> {
     let rest = &ua[ua.find("Version/")? + "Version/".len()..];
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
+    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
 
@@ -261,8 +240,7 @@ fn refine_from_hints(ua_family: &str, hints: &ClientHints) -> Option<String> {
 fn parse_version(v: &str) -> Option<(u32, u32)> {
     let mut parts = v.trim().split('.');
     let num = |p: &str| -> Option<u32> {
-        (!p.is_empty() && p.len() <= 6 && p.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| p.parse().ok())?
+        (!p.is_empty() && p.len() <= 6 && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse().ok())?
     };
     let major = num(parts.next()?)?;
     let minor = match parts.next() {
@@ -290,10 +268,7 @@ mod tests {
     fn names_and_versions_are_cut_and_cleaned() {
         assert_eq!(cut("ééé", 3), "é");
         assert_eq!(cut("abc", 3), "abc");
-        assert_eq!(
-            browser_name(&"x".repeat(500), &ClientHints::default()).len(),
-            MAX_NAME_LEN
-        );
+        assert_eq!(browser_name(&"x".repeat(500), &ClientHints::default()).len(), MAX_NAME_LEN);
         assert_eq!(clean(Some(" 131 ")).as_deref(), Some("131"));
         assert_eq!(clean(Some("<script>")), None);
         assert_eq!(clean(Some(&"1".repeat(17))), None);

@@ -30,10 +30,8 @@ pub(super) struct GeoDb {
 
 impl GeoDb {
     pub(super) fn open(path: &Path) -> Result<Self, ClientInfoError> {
-        let reader = Reader::open_readfile(path).map_err(|source| ClientInfoError::GeoIpOpen {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let reader = Reader::open_readfile(path)
+            .map_err(|source| ClientInfoError::GeoIpOpen { path: path.to_path_buf(), source })?;
         let kind = reader.metadata().database_type.to_ascii_lowercase();
         if !(kind.contains("city") || kind.contains("country")) {
             tracing::warn!(
@@ -65,19 +63,13 @@ impl GeoDb {
                 return None;
             }
         };
-        let text = |s: Option<&str>| {
-            s.map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-        };
+        let text = |s: Option<&str>| s.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
         let location = Location {
             city: text(record.city.names.english),
             country: text(record.country.names.english),
             country_code: text(record.country.iso_code),
         };
-        let empty = location.city.is_none()
-            && location.country.is_none()
-            && location.country_code.is_none();
+        let empty = location.city.is_none() && location.country.is_none() && location.country_code.is_none();
         (!empty).then_some(location)
     }
 }
@@ -121,14 +113,7 @@ mod tests {
 
     #[test]
     fn public_and_non_public_addresses() {
-        for ip in [
-            "81.2.69.160",
-            "8.8.8.8",
-            "1.1.1.1",
-            "100.128.0.1",
-            "2001:480:10::1",
-            "2a02:ff40::1",
-        ] {
+        for ip in ["81.2.69.160", "8.8.8.8", "1.1.1.1", "100.128.0.1", "2001:480:10::1", "2a02:ff40::1"] {
             assert!(is_public(ip.parse().unwrap()), "{ip} is public");
         }
         for ip in [

@@ -10,16 +10,8 @@ pub(super) mod mmdb;
 
 use mmdb::{City, MmdbWriter, Value};
 
-const LONDON: City<'static> = City {
-    city_en: Some("London"),
-    country_en: Some("United Kingdom"),
-    iso: Some("GB"),
-};
-const LINKOPING: City<'static> = City {
-    city_en: Some("Linköping"),
-    country_en: Some("Sweden"),
-    iso: Some("SE"),
-};
+const LONDON: City<'static> = City { city_en: Some("London"), country_en: Some("United Kingdom"), iso: Some("GB") };
+const LINKOPING: City<'static> = City { city_en: Some("Linköping"), country_en: Some("Sweden"), iso: Some("SE") };
 
 pub(super) fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -44,36 +36,20 @@ fn sample_db(record_size: u16) -> MmdbWriter {
         // A larger network inserted later: the /24 inside it keeps its city.
         .insert(
             "81.2.0.0/16".parse().unwrap(),
-            City {
-                country_en: Some("United Kingdom"),
-                iso: Some("GB"),
-                ..City::default()
-            },
+            City { country_en: Some("United Kingdom"), iso: Some("GB"), ..City::default() },
         )
         .insert("89.160.20.128/25".parse().unwrap(), LINKOPING)
         .insert(
             "67.43.156.0/24".parse().unwrap(),
-            City {
-                country_en: Some("Bhutan"),
-                iso: Some("BT"),
-                ..City::default()
-            },
+            City { country_en: Some("Bhutan"), iso: Some("BT"), ..City::default() },
         )
         .insert(
             "2a02:ff40::/29".parse().unwrap(),
-            City {
-                country_en: Some("Isle of Man"),
-                iso: Some("IM"),
-                ..City::default()
-            },
+            City { country_en: Some("Isle of Man"), iso: Some("IM"), ..City::default() },
         )
         .insert(
             "2001:480:10::/48".parse().unwrap(),
-            City {
-                city_en: Some("San Diego"),
-                country_en: Some("United States"),
-                iso: Some("US"),
-            },
+            City { city_en: Some("San Diego"), country_en: Some("United States"), iso: Some("US") },
         )
         // Private space with a record: must still not be "located".
         .insert("10.0.0.0/8".parse().unwrap(), LONDON)
@@ -87,44 +63,18 @@ fn locates_from_a_written_city_database_with_every_record_size() {
         sample_db(size).write(&path).unwrap();
         let r = open(&path);
         assert!(r.has_geoip());
-        assert_eq!(
-            r.locate(ip("81.2.69.160")),
-            place(Some("London"), "United Kingdom", "GB"),
-            "size {size}"
-        );
-        assert_eq!(
-            r.locate(ip("81.2.70.1")),
-            place(None, "United Kingdom", "GB")
-        );
-        assert_eq!(
-            r.locate(ip("89.160.20.200")),
-            place(Some("Linköping"), "Sweden", "SE")
-        );
+        assert_eq!(r.locate(ip("81.2.69.160")), place(Some("London"), "United Kingdom", "GB"), "size {size}");
+        assert_eq!(r.locate(ip("81.2.70.1")), place(None, "United Kingdom", "GB"));
+        assert_eq!(r.locate(ip("89.160.20.200")), place(Some("Linköping"), "Sweden", "SE"));
         assert_eq!(r.locate(ip("89.160.20.127")), None, "just outside the /25");
         assert_eq!(r.locate(ip("67.43.156.1")), place(None, "Bhutan", "BT"));
-        assert_eq!(
-            r.locate(ip("2a02:ff40::1")),
-            place(None, "Isle of Man", "IM")
-        );
-        assert_eq!(
-            r.locate(ip("2001:480:10::1")),
-            place(Some("San Diego"), "United States", "US")
-        );
-        assert_eq!(
-            r.locate(ip("::ffff:81.2.69.160")),
-            place(Some("London"), "United Kingdom", "GB")
-        );
+        assert_eq!(r.locate(ip("2a02:ff40::1")), place(None, "Isle of Man", "IM"));
+        assert_eq!(r.locate(ip("2001:480:10::1")), place(Some("San Diego"), "United States", "US"));
+        assert_eq!(r.locate(ip("::ffff:81.2.69.160")), place(Some("London"), "United Kingdom", "GB"));
         for nowhere in ["8.8.8.8", "1.1.1.1", "2001:4860::8888"] {
             assert_eq!(r.locate(ip(nowhere)), None, "{nowhere} has no record");
         }
-        for private in [
-            "10.1.2.3",
-            "127.0.0.1",
-            "192.168.0.1",
-            "::1",
-            "fe80::1",
-            "fd00::1",
-        ] {
+        for private in ["10.1.2.3", "127.0.0.1", "192.168.0.1", "::1", "fe80::1", "fd00::1"] {
             assert_eq!(r.locate(ip(private)), None, "{private} is not public");
         }
     }
@@ -138,19 +88,12 @@ fn country_database_and_ipv4_only_tree() {
         .ipv4_only()
         .insert(
             "81.2.69.0/24".parse().unwrap(),
-            City {
-                country_en: Some("United Kingdom"),
-                iso: Some("GB"),
-                ..City::default()
-            },
+            City { country_en: Some("United Kingdom"), iso: Some("GB"), ..City::default() },
         )
         .write(&path)
         .unwrap();
     let r = open(&path);
-    assert_eq!(
-        r.locate(ip("81.2.69.1")),
-        place(None, "United Kingdom", "GB")
-    );
+    assert_eq!(r.locate(ip("81.2.69.1")), place(None, "United Kingdom", "GB"));
     // An IPv6 address in an IPv4-only database is a lookup error: no location, no panic.
     assert_eq!(r.locate(ip("2a02:ff40::1")), None);
 }
@@ -161,43 +104,19 @@ fn odd_records_give_no_location_and_never_panic() {
     let path = dir.path().join("odd.mmdb");
     let names = |v: Value| Value::map([("names", Value::map([("en", v)]))]);
     MmdbWriter::new("GeoIP2-City")
-        .insert(
-            "1.0.0.0/24".parse().unwrap(),
-            Value::map(Vec::<(String, Value)>::new()),
-        )
-        .insert(
-            "1.0.1.0/24".parse().unwrap(),
-            Value::map([("city", names(Value::U32(7)))]),
-        )
+        .insert("1.0.0.0/24".parse().unwrap(), Value::map(Vec::<(String, Value)>::new()))
+        .insert("1.0.1.0/24".parse().unwrap(), Value::map([("city", names(Value::U32(7)))]))
         .insert("1.0.2.0/24".parse().unwrap(), Value::str("not a map"))
         .insert(
             "1.0.3.0/24".parse().unwrap(),
-            Value::map([(
-                "country",
-                Value::map([("names", Value::map([("de", Value::str("Japan"))]))]),
-            )]),
+            Value::map([("country", Value::map([("names", Value::map([("de", Value::str("Japan"))]))]))]),
         )
-        .insert(
-            "1.0.4.0/24".parse().unwrap(),
-            Value::map([("city", names(Value::str("  ")))]),
-        )
+        .insert("1.0.4.0/24".parse().unwrap(), Value::map([("city", names(Value::str("  ")))]))
         .insert(
             "1.0.5.0/24".parse().unwrap(),
             Value::map([
-                (
-                    "country",
-                    Value::map([
-                        ("iso_code", Value::str("JP")),
-                        ("geoname_id", Value::U32(1_861_060)),
-                    ]),
-                ),
-                (
-                    "location",
-                    Value::map([
-                        ("latitude", Value::Double(35.6)),
-                        ("accuracy_radius", Value::U16(100)),
-                    ]),
-                ),
+                ("country", Value::map([("iso_code", Value::str("JP")), ("geoname_id", Value::U32(1_861_060))])),
+                ("location", Value::map([("latitude", Value::Double(35.6)), ("accuracy_radius", Value::U16(100))])),
             ]),
         )
         .write(&path)
@@ -206,20 +125,13 @@ fn odd_records_give_no_location_and_never_panic() {
     for n in 0..5 {
         assert_eq!(r.locate(ip(&format!("1.0.{n}.1"))), None, "record {n}");
     }
-    let code_only = Location {
-        city: None,
-        country: None,
-        country_code: Some("JP".into()),
-    };
+    let code_only = Location { city: None, country: None, country_code: Some("JP".into()) };
     assert_eq!(r.locate(ip("1.0.5.1")), Some(code_only));
 
     // Damage every byte of the data section in turn: opening or looking up may fail, but
     // must never panic.
     let good = std::fs::read(&path).unwrap();
-    let marker = good
-        .windows(14)
-        .rposition(|w| w == b"\xab\xcd\xefMaxMind.com")
-        .unwrap();
+    let marker = good.windows(14).rposition(|w| w == b"\xab\xcd\xefMaxMind.com").unwrap();
     let broken_path = dir.path().join("broken.mmdb");
     for pos in (marker.saturating_sub(200)..marker).step_by(3) {
         let mut bytes = good.clone();
@@ -245,9 +157,6 @@ fn unopenable_databases_are_errors_naming_the_path() {
     for path in [&missing, &corrupt, &truncated] {
         let err = ClientInfoResolver::new(Vec::new(), Some(path)).unwrap_err();
         assert!(matches!(err, ClientInfoError::GeoIpOpen { .. }), "{err:?}");
-        assert!(
-            err.to_string().contains(&path.display().to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
     }
 }

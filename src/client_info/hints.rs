@@ -7,8 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The value for the `Accept-CH` header the sign-in page sends.
-pub const ACCEPT_CH: &str =
-    "Sec-CH-UA-Platform-Version, Sec-CH-UA-Full-Version-List, Sec-CH-UA-Model, Sec-CH-UA-Arch";
+pub const ACCEPT_CH: &str = "Sec-CH-UA-Platform-Version, Sec-CH-UA-Full-Version-List, Sec-CH-UA-Model, Sec-CH-UA-Arch";
 /// The value for the `Critical-CH` header: on a first visit Chromium retries the request once
 /// with this hint before showing the page, so even the first sign-in learns the OS version.
 pub const CRITICAL_CH: &str = "Sec-CH-UA-Platform-Version";
@@ -50,9 +49,7 @@ impl ClientHints {
             platform_version: string("sec-ch-ua-platform-version"),
             mobile: raw("sec-ch-ua-mobile").and_then(sf_boolean),
             model: string("sec-ch-ua-model"),
-            full_version_list: raw("sec-ch-ua-full-version-list")
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned),
+            full_version_list: raw("sec-ch-ua-full-version-list").filter(|v| !v.is_empty()).map(str::to_owned),
         }
     }
 
@@ -81,9 +78,7 @@ impl ClientHints {
 /// but an unquoted token is accepted as-is for leniency; anything malformed is dropped.
 fn sf_string(value: &str) -> Option<String> {
     let Some(inner) = value.strip_prefix('"') else {
-        let token_ok = value
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+        let token_ok = value.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
         return token_ok.then(|| value.to_owned());
     };
     let mut out = String::with_capacity(inner.len());
@@ -186,10 +181,6 @@ mod tests {
         assert_eq!(sf_string("\"a\\x\""), None);
         assert_eq!(sf_string("macOS").as_deref(), Some("macOS"));
         assert_eq!(sf_string("\"\"").as_deref(), Some(""));
-        assert_eq!(
-            sf_string("Chrome OS"),
-            None,
-            "an unquoted value with a space is not a token"
-        );
+        assert_eq!(sf_string("Chrome OS"), None, "an unquoted value with a space is not a token");
     }
 }

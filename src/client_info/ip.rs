@@ -79,10 +79,7 @@ fn parse_hop(entry: &[u8]) -> Option<IpAddr> {
         if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
             return None;
         }
-        return addr
-            .parse::<Ipv6Addr>()
-            .ok()
-            .map(|v6| canonical(IpAddr::V6(v6)));
+        return addr.parse::<Ipv6Addr>().ok().map(|v6| canonical(IpAddr::V6(v6)));
     }
     // `a.b.c.d:port` (a bare IPv6 address has more than one colon and parsed above).
     let (addr, port) = text.split_once(':')?;
@@ -119,30 +116,19 @@ mod tests {
     /// Client IP with trusted proxies 10.0.0.0/8 and fd00::/8, peer 10.0.0.1.
     fn walk(lines: &[&str]) -> Option<IpAddr> {
         let trusted = nets(&["10.0.0.0/8", "fd00::/8"]);
-        client_ip(
-            &trusted,
-            Some(ip("10.0.0.1")),
-            lines.iter().map(|l| l.as_bytes()),
-        )
+        client_ip(&trusted, Some(ip("10.0.0.1")), lines.iter().map(|l| l.as_bytes()))
     }
 
     #[test]
     fn untrusted_peer_ignores_forwarded_for() {
         let trusted = nets(&["10.0.0.0/8"]);
-        let got = client_ip(
-            &trusted,
-            Some(ip("203.0.113.9")),
-            [&b"1.2.3.4"[..]].into_iter(),
-        );
+        let got = client_ip(&trusted, Some(ip("203.0.113.9")), [&b"1.2.3.4"[..]].into_iter());
         assert_eq!(got, Some(ip("203.0.113.9")));
     }
 
     #[test]
     fn no_peer_is_none() {
-        assert_eq!(
-            client_ip(&nets(&["0.0.0.0/0"]), None, [&b"1.2.3.4"[..]].into_iter()),
-            None
-        );
+        assert_eq!(client_ip(&nets(&["0.0.0.0/0"]), None, [&b"1.2.3.4"[..]].into_iter()), None);
     }
 
     #[test]
@@ -157,28 +143,19 @@ mod tests {
         assert_eq!(walk(&["1.1.1.1"]), Some(ip("1.1.1.1")));
         // A client-supplied spoof on the left is not believed.
         assert_eq!(walk(&["6.6.6.6, 1.1.1.1, 10.0.0.7"]), Some(ip("1.1.1.1")));
-        assert_eq!(
-            walk(&["6.6.6.6,1.1.1.1,10.0.0.7,10.9.9.9"]),
-            Some(ip("1.1.1.1"))
-        );
+        assert_eq!(walk(&["6.6.6.6,1.1.1.1,10.0.0.7,10.9.9.9"]), Some(ip("1.1.1.1")));
     }
 
     #[test]
     fn all_trusted_gives_the_leftmost() {
-        assert_eq!(
-            walk(&["10.0.0.5, 10.0.0.6, 10.0.0.7"]),
-            Some(ip("10.0.0.5"))
-        );
+        assert_eq!(walk(&["10.0.0.5, 10.0.0.6, 10.0.0.7"]), Some(ip("10.0.0.5")));
         assert_eq!(walk(&["10.0.0.5", "10.0.0.6"]), Some(ip("10.0.0.5")));
     }
 
     #[test]
     fn garbage_stops_the_walk_at_the_hop_to_its_right() {
         assert_eq!(walk(&["1.1.1.1, nonsense, 10.0.0.7"]), Some(ip("10.0.0.7")));
-        assert_eq!(
-            walk(&["1.1.1.1, unknown, 10.0.0.7, 10.0.0.8"]),
-            Some(ip("10.0.0.7"))
-        );
+        assert_eq!(walk(&["1.1.1.1, unknown, 10.0.0.7, 10.0.0.8"]), Some(ip("10.0.0.7")));
         // Garbage as the rightmost hop: the hop to its right is the peer itself.
         assert_eq!(walk(&["1.1.1.1, 999.1.1.1"]), Some(ip("10.0.0.1")));
         // Garbage to the left of the client does not matter.
@@ -191,10 +168,7 @@ mod tests {
     fn non_utf8_entry_is_garbage() {
         let trusted = nets(&["10.0.0.0/8"]);
         let lines: [&[u8]; 1] = [b"1.1.1.1, \xff\xfe, 10.0.0.7"];
-        assert_eq!(
-            client_ip(&trusted, Some(ip("10.0.0.1")), lines.into_iter()),
-            Some(ip("10.0.0.7"))
-        );
+        assert_eq!(client_ip(&trusted, Some(ip("10.0.0.1")), lines.into_iter()), Some(ip("10.0.0.7")));
     }
 
     #[test]
@@ -203,22 +177,13 @@ mod tests {
         assert_eq!(walk(&["[2001:db8::1]:443"]), Some(ip("2001:db8::1")));
         assert_eq!(walk(&["[2001:db8::1]"]), Some(ip("2001:db8::1")));
         assert_eq!(walk(&["\"1.2.3.4\""]), Some(ip("1.2.3.4")));
-        assert_eq!(
-            walk(&["\"[2001:db8::2]:8080\", 10.0.0.7"]),
-            Some(ip("2001:db8::2"))
-        );
-        assert_eq!(
-            walk(&["[2001:db8::1]:https, 10.0.0.7"]),
-            Some(ip("10.0.0.7"))
-        );
+        assert_eq!(walk(&["\"[2001:db8::2]:8080\", 10.0.0.7"]), Some(ip("2001:db8::2")));
+        assert_eq!(walk(&["[2001:db8::1]:https, 10.0.0.7"]), Some(ip("10.0.0.7")));
     }
 
     #[test]
     fn ipv6_hops_and_trusted_ipv6_proxies() {
-        assert_eq!(
-            walk(&["2001:db8::5, fd00::1, fd12::2"]),
-            Some(ip("2001:db8::5"))
-        );
+        assert_eq!(walk(&["2001:db8::5, fd00::1, fd12::2"]), Some(ip("2001:db8::5")));
         assert_eq!(walk(&["fd00::1"]), Some(ip("fd00::1")));
     }
 
@@ -230,29 +195,17 @@ mod tests {
         // A dual-stack listener reports IPv4 peers as mapped addresses.
         let trusted = nets(&["10.0.0.0/8"]);
         let peer = Some(ip("::ffff:10.0.0.1"));
-        assert_eq!(
-            client_ip(&trusted, peer, [&b"7.7.7.7"[..]].into_iter()),
-            Some(ip("7.7.7.7"))
-        );
+        assert_eq!(client_ip(&trusted, peer, [&b"7.7.7.7"[..]].into_iter()), Some(ip("7.7.7.7")));
         let peer = Some(ip("::ffff:8.8.8.8"));
-        assert_eq!(
-            client_ip(&trusted, peer, std::iter::empty()),
-            Some(ip("8.8.8.8"))
-        );
+        assert_eq!(client_ip(&trusted, peer, std::iter::empty()), Some(ip("8.8.8.8")));
         assert!(is_trusted(&trusted, ip("::ffff:10.1.2.3")));
     }
 
     #[test]
     fn multiple_header_lines_are_one_list_in_order() {
         assert_eq!(walk(&["6.6.6.6, 1.1.1.1", "10.0.0.7"]), Some(ip("1.1.1.1")));
-        assert_eq!(
-            walk(&["1.1.1.1", "2.2.2.2", "10.0.0.7"]),
-            Some(ip("2.2.2.2"))
-        );
-        assert_eq!(
-            walk(&["1.1.1.1", "garbage", "10.0.0.7"]),
-            Some(ip("10.0.0.7"))
-        );
+        assert_eq!(walk(&["1.1.1.1", "2.2.2.2", "10.0.0.7"]), Some(ip("2.2.2.2")));
+        assert_eq!(walk(&["1.1.1.1", "garbage", "10.0.0.7"]), Some(ip("10.0.0.7")));
     }
 
     #[test]

@@ -56,17 +56,10 @@ impl fmt::Debug for ClientInfoResolver {
 
 impl ClientInfoResolver {
     /// Compiles the User-Agent rules (once per process) and opens the GeoIP database, if any.
-    pub fn new(
-        trusted_proxies: Vec<IpNet>,
-        geoip_database: Option<&Path>,
-    ) -> Result<Self, ClientInfoError> {
+    pub fn new(trusted_proxies: Vec<IpNet>, geoip_database: Option<&Path>) -> Result<Self, ClientInfoError> {
         let ua_rules = device::rules()?;
         let geoip = geoip_database.map(geo::GeoDb::open).transpose()?;
-        Ok(ClientInfoResolver {
-            trusted_proxies,
-            ua_rules,
-            geoip,
-        })
+        Ok(ClientInfoResolver { trusted_proxies, ua_rules, geoip })
     }
 
     /// True when `peer` is inside one of the trusted proxy CIDRs (IPv4-mapped IPv6 peers are
@@ -81,11 +74,7 @@ impl ClientInfoResolver {
     /// unparseable entry stops the walk and the good hop to its right is used (the peer when
     /// the rightmost entry is unparseable). Entries may carry ports (`1.2.3.4:5678`,
     /// `[2001:db8::1]:443`) or quotes; IPv4-mapped IPv6 is returned as IPv4. `peer` None → None.
-    pub fn client_ip<'a>(
-        &self,
-        peer: Option<IpAddr>,
-        forwarded_for: impl Iterator<Item = &'a [u8]>,
-    ) -> Option<IpAddr> {
+    pub fn client_ip<'a>(&self, peer: Option<IpAddr>, forwarded_for: impl Iterator<Item = &'a [u8]>) -> Option<IpAddr> {
         ip::client_ip(&self.trusted_proxies, peer, forwarded_for)
     }
 

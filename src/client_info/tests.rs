@@ -25,27 +25,19 @@ fn hinted(ua: &str, platform: &str, version: &str) -> String {
 }
 
 const CHROME_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
-const FIREFOX_MAC: &str =
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:133.0) Gecko/20100101 Firefox/133.0";
+const FIREFOX_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:133.0) Gecko/20100101 Firefox/133.0";
 const SAFARI_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15";
 const EDGE_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0";
-const CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
-const CHROME_ANDROID_REDUCED: &str = "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36";
+const CHROME_WIN: &str =
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+const CHROME_ANDROID_REDUCED: &str =
+    "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36";
 const SAFARI_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1";
-const FIREFOX_LINUX: &str =
-    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+const FIREFOX_LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
 
 fn assert_device(ua: &str, browser: &str, version: Option<&str>, os: &str) {
     let d = label(ua);
-    assert_eq!(
-        (
-            d.browser.as_str(),
-            d.browser_version.as_deref(),
-            d.os.as_str()
-        ),
-        (browser, version, os),
-        "for {ua}"
-    );
+    assert_eq!((d.browser.as_str(), d.browser_version.as_deref(), d.os.as_str()), (browser, version, os), "for {ua}");
     assert_eq!(d.device, format!("{browser} on {os}"));
 }
 
@@ -86,7 +78,8 @@ fn ios_26_frozen_version_is_not_shown() {
 #[test]
 fn linux_chromeos_and_unfrozen_old_versions() {
     assert_device(FIREFOX_LINUX, "Firefox", Some("133"), "Linux");
-    let headless = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 Safari/537.36";
+    let headless =
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 Safari/537.36";
     assert_device(headless, "Headless Chrome", Some("156"), "Linux");
     let chromeos = "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
     assert_device(chromeos, "Chrome", Some("131"), "ChromeOS");
@@ -101,15 +94,7 @@ fn linux_chromeos_and_unfrozen_old_versions() {
 #[test]
 fn non_browsers_and_garbage() {
     assert_device("curl/8.5.0", "curl", Some("8"), "Unknown OS");
-    for ua in [
-        "",
-        "   ",
-        "\u{0}\u{1}\u{7f}",
-        "%%%%",
-        "Mozilla/5.0",
-        "\u{1F600}\u{1F600}",
-        "()();;//",
-    ] {
+    for ua in ["", "   ", "\u{0}\u{1}\u{7f}", "%%%%", "Mozilla/5.0", "\u{1F600}\u{1F600}", "()();;//"] {
         let d = label(ua);
         assert_eq!(d.os, "Unknown OS", "for {ua:?}");
         if ua.trim().is_empty() {
@@ -120,38 +105,23 @@ fn non_browsers_and_garbage() {
     // Very long input is cut, not choked on; a multi-byte char at the cut is no problem.
     let long = format!("{CHROME_MAC} {}", "\u{e9}".repeat(5000));
     assert_eq!(label(&long).browser, "Chrome");
-    assert_eq!(
-        label(&"\u{e9}".repeat(2000)).device,
-        "Unknown browser on Unknown OS"
-    );
+    assert_eq!(label(&"\u{e9}".repeat(2000)).device, "Unknown browser on Unknown OS");
 }
 
 #[test]
 fn client_hints_refine_frozen_versions() {
     assert_eq!(hinted(CHROME_MAC, "macOS", "14.6.1"), "Chrome on macOS 14");
-    assert_eq!(
-        hinted(CHROME_MAC, "macOS", "10.15.7"),
-        "Chrome on macOS 10.15"
-    );
+    assert_eq!(hinted(CHROME_MAC, "macOS", "10.15.7"), "Chrome on macOS 10.15");
     assert_eq!(hinted(CHROME_MAC, "macOS", "26.0.0"), "Chrome on macOS 26");
-    assert_eq!(
-        hinted(CHROME_WIN, "Windows", "13.0.0"),
-        "Chrome on Windows 11"
-    );
+    assert_eq!(hinted(CHROME_WIN, "Windows", "13.0.0"), "Chrome on Windows 11");
     assert_eq!(hinted(EDGE_WIN, "Windows", "19.0.0"), "Edge on Windows 11");
     assert_eq!(hinted(EDGE_WIN, "Windows", "10.0.0"), "Edge on Windows 10");
     assert_eq!(hinted(EDGE_WIN, "Windows", "1.0.0"), "Edge on Windows 10");
     assert_eq!(hinted(EDGE_WIN, "Windows", "0.0.0"), "Edge on Windows");
-    assert_eq!(
-        hinted(CHROME_ANDROID_REDUCED, "Android", "14.0.0"),
-        "Chrome on Android 14"
-    );
+    assert_eq!(hinted(CHROME_ANDROID_REDUCED, "Android", "14.0.0"), "Chrome on Android 14");
     assert_eq!(hinted(FIREFOX_LINUX, "Linux", ""), "Firefox on Linux");
     let chromeos = "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
-    assert_eq!(
-        hinted(chromeos, "Chrome OS", "14541.0.0"),
-        "Chrome on ChromeOS"
-    );
+    assert_eq!(hinted(chromeos, "Chrome OS", "14541.0.0"), "Chrome on ChromeOS");
 }
 
 #[test]
@@ -159,31 +129,16 @@ fn client_hints_that_say_nothing_real_are_ignored() {
     // Platform disagrees with the UA: ignored.
     assert_eq!(hinted(CHROME_MAC, "Windows", "15.0.0"), "Chrome on macOS");
     assert_eq!(hinted(CHROME_WIN, "macOS", "14.6.1"), "Chrome on Windows");
-    assert_eq!(
-        hinted(FIREFOX_LINUX, "Android", "14.0.0"),
-        "Firefox on Linux"
-    );
-    assert_eq!(
-        hinted("curl/8.5.0", "macOS", "14.6.1"),
-        "curl on Unknown OS"
-    );
+    assert_eq!(hinted(FIREFOX_LINUX, "Android", "14.0.0"), "Firefox on Linux");
+    assert_eq!(hinted("curl/8.5.0", "macOS", "14.6.1"), "curl on Unknown OS");
     // Missing, empty or odd versions: the UA's answer stands.
     assert_eq!(hinted(CHROME_MAC, "macOS", ""), "Chrome on macOS");
     assert_eq!(hinted(CHROME_MAC, "macOS", "fourteen"), "Chrome on macOS");
     assert_eq!(hinted(CHROME_MAC, "macOS", "9.1"), "Chrome on macOS");
     assert_eq!(hinted(CHROME_WIN, "Windows", "11.0.0"), "Chrome on Windows");
-    assert_eq!(
-        hinted(CHROME_ANDROID_REDUCED, "Android", ""),
-        "Chrome on Android"
-    );
-    let only_platform = ClientHints {
-        platform: Some("macOS".into()),
-        ..ClientHints::default()
-    };
-    assert_eq!(
-        resolver().describe_device(CHROME_MAC, &only_platform).os,
-        "macOS"
-    );
+    assert_eq!(hinted(CHROME_ANDROID_REDUCED, "Android", ""), "Chrome on Android");
+    let only_platform = ClientHints { platform: Some("macOS".into()), ..ClientHints::default() };
+    assert_eq!(resolver().describe_device(CHROME_MAC, &only_platform).os, "macOS");
 }
 
 #[test]
@@ -196,10 +151,7 @@ fn brave_is_named_from_its_client_hints() {
         ),
         ..ClientHints::default()
     };
-    assert_eq!(
-        resolver().describe_device(CHROME_WIN, &hints).device,
-        "Brave on Windows 11"
-    );
+    assert_eq!(resolver().describe_device(CHROME_WIN, &hints).device, "Brave on Windows 11");
 }
 
 #[test]
@@ -207,10 +159,7 @@ fn resolver_is_send_sync_and_debug_shows_no_rules() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<ClientInfoResolver>();
     let debug = format!("{:?}", resolver());
-    assert!(
-        debug.contains("10.0.0.0/8") && debug.contains("has_geoip: false"),
-        "{debug}"
-    );
+    assert!(debug.contains("10.0.0.0/8") && debug.contains("has_geoip: false"), "{debug}");
     assert!(!resolver().has_geoip());
     assert!(resolver().locate("81.2.69.160".parse().unwrap()).is_none());
 }
@@ -221,12 +170,6 @@ fn resolver_client_ip_and_trust() {
     assert!(r.is_trusted("10.1.2.3".parse().unwrap()));
     assert!(!r.is_trusted("11.1.2.3".parse().unwrap()));
     let lines: [&[u8]; 2] = [b"6.6.6.6, 1.2.3.4", b"10.0.0.9"];
-    assert_eq!(
-        r.client_ip(Some("10.0.0.1".parse().unwrap()), lines.into_iter()),
-        "1.2.3.4".parse().ok()
-    );
-    assert_eq!(
-        r.client_ip(Some("8.8.4.4".parse().unwrap()), lines.into_iter()),
-        "8.8.4.4".parse().ok()
-    );
+    assert_eq!(r.client_ip(Some("10.0.0.1".parse().unwrap()), lines.into_iter()), "1.2.3.4".parse().ok());
+    assert_eq!(r.client_ip(Some("8.8.4.4".parse().unwrap()), lines.into_iter()), "8.8.4.4".parse().ok());
 }

@@ -24,38 +24,28 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("empty duration; expected something like \"30d\", \"12h\" or \"500ms\"".into());
     }
     if text.starts_with('-') {
-        return Err(format!(
-            "{text:?} is negative; durations cannot be negative"
-        ));
+        return Err(format!("{text:?} is negative; durations cannot be negative"));
     }
     let mut rest = text;
     let mut total_ms: u64 = 0;
     while !rest.is_empty() {
-        let digits_end = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if digits_end == 0 {
             return Err(format!(
                 "{text:?} is not a duration; expected a number followed by a unit ({UNIT_LIST}), e.g. \"30d\" or \"1h30m\""
             ));
         }
         let (digits, after) = rest.split_at(digits_end);
-        let unit_end = after
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(after.len());
+        let unit_end = after.find(|c: char| c.is_ascii_digit()).unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_end);
         if matches!(unit, "." | ",") && !next.is_empty() {
             return Err(fraction_error(text, digits, unit, next));
         }
         if unit.is_empty() {
-            return Err(format!(
-                "{text:?} is missing a unit after {digits}; use one of {UNIT_LIST}"
-            ));
+            return Err(format!("{text:?} is missing a unit after {digits}; use one of {UNIT_LIST}"));
         }
         let Some(&(_, unit_ms)) = UNITS.iter().find(|(name, _)| *name == unit) else {
-            return Err(format!(
-                "{text:?} has an unknown unit {unit:?}; use one of {UNIT_LIST}"
-            ));
+            return Err(format!("{text:?} has an unknown unit {unit:?}; use one of {UNIT_LIST}"));
         };
         let too_long = || format!("{text:?} is too long a duration");
         let count: u64 = digits.parse().map_err(|_| too_long())?;
@@ -70,13 +60,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// decimal separator, `after_sep` what follows it ("5h…"). Suggests the whole-unit spelling
 /// when the part is a whole number of milliseconds ("1.5h" → "1h30m").
 fn fraction_error(text: &str, digits: &str, sep: &str, after_sep: &str) -> String {
-    let frac_end = after_sep
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(after_sep.len());
+    let frac_end = after_sep.find(|c: char| !c.is_ascii_digit()).unwrap_or(after_sep.len());
     let (frac, after) = after_sep.split_at(frac_end);
-    let unit_end = after
-        .find(|c: char| c.is_ascii_digit())
-        .unwrap_or(after.len());
+    let unit_end = after.find(|c: char| c.is_ascii_digit()).unwrap_or(after.len());
     let unit = &after[..unit_end];
     let part = format!("{digits}{sep}{frac}{unit}");
     let whole = UNITS
@@ -161,20 +147,14 @@ impl serde::de::Visitor<'_> for DurationTextVisitor {
     fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
         match u64::try_from(v) {
             Ok(n) => self.visit_u64(n),
-            Err(_) => Err(E::custom(format!(
-                "expected {EXPECTED}, got the number {v} (durations cannot be negative)"
-            ))),
+            Err(_) => Err(E::custom(format!("expected {EXPECTED}, got the number {v} (durations cannot be negative)"))),
         }
     }
 
     fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
         let as_secs = format!("{v}s");
         let shorter = format_duration(Duration::from_secs(v));
-        let same = if shorter == as_secs {
-            String::new()
-        } else {
-            format!(", the same as \"{shorter}\"")
-        };
+        let same = if shorter == as_secs { String::new() } else { format!(", the same as \"{shorter}\"") };
         Err(E::custom(format!(
             "expected {EXPECTED}, got the number {v} (add a unit: if seconds were meant, \
              write \"{as_secs}\"{same})"
@@ -246,23 +226,16 @@ mod tests {
     fn parses_compounds_and_trims() {
         assert_eq!(parse_duration("1h30m").unwrap(), secs(5400));
         assert_eq!(parse_duration("1d12h").unwrap(), secs(36 * 3600));
-        assert_eq!(
-            parse_duration("1s500ms").unwrap(),
-            Duration::from_millis(1500)
-        );
+        assert_eq!(parse_duration("1s500ms").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("  5s\n").unwrap(), secs(5));
     }
 
     #[test]
     fn rejects_bad_input() {
-        for bad in [
-            "", "   ", "-5s", "5", "s", "5x", "5 s", "1h 30m", "1.5h", "5S", "h5", "5sm",
-        ] {
+        for bad in ["", "   ", "-5s", "5", "s", "5x", "5 s", "1h 30m", "1.5h", "5S", "h5", "5sm"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
-        assert!(parse_duration("5x")
-            .unwrap_err()
-            .contains("unknown unit \"x\""));
+        assert!(parse_duration("5x").unwrap_err().contains("unknown unit \"x\""));
         assert!(parse_duration("-5s").unwrap_err().contains("negative"));
         assert!(parse_duration("").unwrap_err().contains("empty"));
         assert!(parse_duration("5").unwrap_err().contains("missing a unit"));
@@ -289,12 +262,8 @@ mod tests {
     fn rejects_overflow() {
         let err = parse_duration("99999999999999999999s").unwrap_err();
         assert!(err.contains("too long"), "{err}");
-        assert!(parse_duration("18446744073709551615w")
-            .unwrap_err()
-            .contains("too long"));
-        assert!(parse_duration("18446744073709551615ms1ms")
-            .unwrap_err()
-            .contains("too long"));
+        assert!(parse_duration("18446744073709551615w").unwrap_err().contains("too long"));
+        assert!(parse_duration("18446744073709551615ms1ms").unwrap_err().contains("too long"));
     }
 
     #[test]
@@ -321,16 +290,7 @@ mod tests {
 
     #[test]
     fn format_round_trips() {
-        for ms in [
-            1,
-            999,
-            1000,
-            61_000,
-            3_599_999,
-            86_400_000,
-            2_678_400_000,
-            7_776_000_123,
-        ] {
+        for ms in [1, 999, 1000, 61_000, 3_599_999, 86_400_000, 2_678_400_000, 7_776_000_123] {
             let d = Duration::from_millis(ms);
             assert_eq!(parse_duration(&format_duration(d)).unwrap(), d, "{ms}ms");
         }

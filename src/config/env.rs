@@ -61,11 +61,7 @@ impl EnvKeys {
     /// (or an item inside it, like `client_info.trusted_proxies[1]`).
     pub(super) fn annotate(&self, mut err: ConfigError) -> ConfigError {
         let var = self.0.iter().find(|(key, _)| {
-            err.key == **key
-                || err
-                    .key
-                    .strip_prefix(key.as_str())
-                    .is_some_and(|r| r.starts_with(['[', '.']))
+            err.key == **key || err.key.strip_prefix(key.as_str()).is_some_and(|r| r.starts_with(['[', '.']))
         });
         if let Some((_, var)) = var {
             if !err.message.contains(var.as_str()) {
@@ -90,10 +86,7 @@ pub(super) fn process_vars() -> Result<Vec<(String, String)>, ConfigError> {
         match value.into_string() {
             Ok(value) => vars.push((name.to_string(), value)),
             Err(_) if name.starts_with(PREFIX) => {
-                return Err(ConfigError::new(
-                    "config",
-                    format!("{name} is not valid UTF-8"),
-                ));
+                return Err(ConfigError::new("config", format!("{name} is not valid UTF-8")));
             }
             Err(_) => {}
         }
@@ -102,29 +95,17 @@ pub(super) fn process_vars() -> Result<Vec<(String, String)>, ConfigError> {
 }
 
 /// Applies every `DALEA__*` variable of `vars` to `table`, in name order.
-pub(super) fn overlay(
-    table: &mut toml::Table,
-    vars: &[(String, String)],
-) -> Result<EnvKeys, ConfigError> {
-    let mut ours: Vec<&(String, String)> = vars
-        .iter()
-        .filter(|(name, _)| name.starts_with(PREFIX))
-        .collect();
+pub(super) fn overlay(table: &mut toml::Table, vars: &[(String, String)]) -> Result<EnvKeys, ConfigError> {
+    let mut ours: Vec<&(String, String)> = vars.iter().filter(|(name, _)| name.starts_with(PREFIX)).collect();
     ours.sort();
     let mut keys = EnvKeys::default();
     for (name, raw) in ours {
         let (section, key, kind) = lookup(name)?;
         let dotted = format!("{section}.{key}");
-        let value = convert(kind, raw)
-            .map_err(|why| ConfigError::new(&dotted, format!("{name}={raw:?} {why}")))?;
-        let entry = table
-            .entry(section.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let value = convert(kind, raw).map_err(|why| ConfigError::new(&dotted, format!("{name}={raw:?} {why}")))?;
+        let entry = table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         let toml::Value::Table(section_table) = entry else {
-            return Err(ConfigError::new(
-                section,
-                format!("must be a table ([{section}]) for {name} to set {dotted}"),
-            ));
+            return Err(ConfigError::new(section, format!("must be a table ([{section}]) for {name} to set {dotted}")));
         };
         section_table.insert(key.to_string(), value);
         keys.0.insert(dotted, name.clone());
@@ -137,10 +118,7 @@ fn lookup(name: &str) -> Result<(&'static str, &'static str, Kind), ConfigError>
     let rest = name.strip_prefix(PREFIX).unwrap_or(name);
     let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
     let dotted = parts.join(".");
-    if let Some(section) = FILE_ONLY
-        .iter()
-        .find(|s| parts.first().is_some_and(|p| p == *s))
-    {
+    if let Some(section) = FILE_ONLY.iter().find(|s| parts.first().is_some_and(|p| p == *s)) {
         return Err(ConfigError::new(
             *section,
             format!(
@@ -159,15 +137,8 @@ fn lookup(name: &str) -> Result<(&'static str, &'static str, Kind), ConfigError>
         return Ok((s, k, kind));
     }
     let message = if SCHEMA.iter().any(|(s, _, _)| s == section) {
-        let known: Vec<&str> = SCHEMA
-            .iter()
-            .filter(|(s, _, _)| s == section)
-            .map(|(_, k, _)| *k)
-            .collect();
-        format!(
-            "{name} names an unknown key; [{section}] has {}",
-            known.join(", ")
-        )
+        let known: Vec<&str> = SCHEMA.iter().filter(|(s, _, _)| s == section).map(|(_, k, _)| *k).collect();
+        format!("{name} names an unknown key; [{section}] has {}", known.join(", "))
     } else {
         format!(
             "{name} names an unknown section; sections settable from the environment are \
@@ -185,11 +156,7 @@ fn convert(kind: Kind, raw: &str) -> Result<toml::Value, String> {
             "false" => Ok(toml::Value::Boolean(false)),
             _ => Err("is not true or false".into()),
         },
-        Kind::Int => raw
-            .trim()
-            .parse::<i64>()
-            .map(toml::Value::Integer)
-            .map_err(|_| "is not an integer".into()),
+        Kind::Int => raw.trim().parse::<i64>().map(toml::Value::Integer).map_err(|_| "is not an integer".into()),
         Kind::StrList => Ok(toml::Value::Array(
             raw.split(',')
                 .map(str::trim)

@@ -106,10 +106,7 @@ pub(super) struct UpstreamFile {
     pub(super) address: Option<String>,
     #[serde(default)]
     pub(super) builtin: Option<BuiltinFile>,
-    #[serde(
-        default = "default_connect_timeout",
-        deserialize_with = "duration_text"
-    )]
+    #[serde(default = "default_connect_timeout", deserialize_with = "duration_text")]
     pub(super) connect_timeout: String,
     #[serde(default = "default_read_timeout", deserialize_with = "duration_text")]
     pub(super) read_timeout: String,
@@ -166,11 +163,7 @@ impl FileConfig {
     pub(super) fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
         serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
             let path = err.path().to_string();
-            let key = if path == "." {
-                "config".to_string()
-            } else {
-                path
-            };
+            let key = if path == "." { "config".to_string() } else { path };
             ConfigError::new(key, err.inner().message())
         })
     }
@@ -198,10 +191,7 @@ mod tests {
     fn unknown_keys_name_their_path() {
         let err = parse("[session]\ncookie_nmae = \"x\"\n").unwrap_err();
         assert_eq!(err.key, "session.cookie_nmae");
-        assert!(
-            err.message.starts_with("unknown field `cookie_nmae`"),
-            "{err}"
-        );
+        assert!(err.message.starts_with("unknown field `cookie_nmae`"), "{err}");
 
         let err = parse("[sesion]\n").unwrap_err();
         assert_eq!(err.key, "sesion");
@@ -212,18 +202,9 @@ mod tests {
 
     #[test]
     fn type_errors_name_their_path() {
-        assert_eq!(
-            parse("[server]\nthreads = \"two\"\n").unwrap_err().key,
-            "server.threads"
-        );
-        assert_eq!(
-            parse("[server]\nthreads = -1\n").unwrap_err().key,
-            "server.threads"
-        );
-        assert_eq!(
-            parse("[store]\nkind = \"postgres\"\n").unwrap_err().key,
-            "store.kind"
-        );
+        assert_eq!(parse("[server]\nthreads = \"two\"\n").unwrap_err().key, "server.threads");
+        assert_eq!(parse("[server]\nthreads = -1\n").unwrap_err().key, "server.threads");
+        assert_eq!(parse("[store]\nkind = \"postgres\"\n").unwrap_err().key, "store.kind");
         let err = parse("[[upstreams]]\nname = \"a\"\nbuiltin = \"echo\"\n").unwrap_err();
         assert_eq!(err.key, "upstreams[0].builtin");
         let err = parse("[[routes]]\naccess = \"admin\"\n").unwrap_err();

@@ -226,10 +226,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.into(),
-            message: message.into(),
-        }
+        ConfigError { key: key.into(), message: message.into() }
     }
 }
 
@@ -237,9 +234,8 @@ impl Config {
     /// Loads `path` exactly as `serve` does: file, then `DALEA__*` from the process
     /// environment, then `overrides`, then validation.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("config", format!("cannot read {}: {e}", path.display())))?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         let vars = env::process_vars()?;
         Self::from_toml_str(&text, base, &vars, overrides)
@@ -252,8 +248,8 @@ impl Config {
         env_vars: &[(String, String)],
         overrides: &Overrides,
     ) -> Result<Config, ConfigError> {
-        let mut value: toml::Table = toml::from_str(text)
-            .map_err(|e| ConfigError::new("config", format!("not valid TOML: {e}")))?;
+        let mut value: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::new("config", format!("not valid TOML: {e}")))?;
         let from_env = env::overlay(&mut value, env_vars)?;
         let mut config = file::FileConfig::from_table(value)
             .and_then(|parsed| parsed.into_config(base_dir, overrides))

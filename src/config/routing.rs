@@ -13,18 +13,13 @@ const RESERVED_PREFIX: &str = "/.dalea";
 
 pub(super) fn upstreams(list: Vec<UpstreamFile>) -> Result<Vec<UpstreamConfig>, ConfigError> {
     if list.is_empty() {
-        return Err(ConfigError::new(
-            "upstreams",
-            "at least one [[upstreams]] entry is required",
-        ));
+        return Err(ConfigError::new("upstreams", "at least one [[upstreams]] entry is required"));
     }
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(list.len());
     for (i, u) in list.into_iter().enumerate() {
         let key = |field: &str| format!("upstreams[{i}].{field}");
-        let name = u
-            .name
-            .ok_or_else(|| ConfigError::new(key("name"), "is required"))?;
+        let name = u.name.ok_or_else(|| ConfigError::new(key("name"), "is required"))?;
         slug(&key("name"), &name)?;
         if !seen.insert(name.clone()) {
             return Err(ConfigError::new(
@@ -36,39 +31,20 @@ pub(super) fn upstreams(list: Vec<UpstreamFile>) -> Result<Vec<UpstreamConfig>, 
             (Some(addr), None) => UpstreamTarget::Address(resolve(&key("address"), &addr)?),
             (None, Some(BuiltinFile::Whoami)) => UpstreamTarget::Whoami,
             (Some(_), Some(_)) => {
-                return Err(ConfigError::new(
-                    key("address"),
-                    "set either address or builtin, not both",
-                ))
+                return Err(ConfigError::new(key("address"), "set either address or builtin, not both"))
             }
-            (None, None) => {
-                return Err(ConfigError::new(
-                    key("address"),
-                    "is required (or builtin = \"whoami\")",
-                ))
-            }
+            (None, None) => return Err(ConfigError::new(key("address"), "is required (or builtin = \"whoami\")")),
         };
         let connect_timeout = positive_duration(&key("connect_timeout"), &u.connect_timeout)?;
         let read_timeout = positive_duration(&key("read_timeout"), &u.read_timeout)?;
-        out.push(UpstreamConfig {
-            name,
-            target,
-            connect_timeout,
-            read_timeout,
-        });
+        out.push(UpstreamConfig { name, target, connect_timeout, read_timeout });
     }
     Ok(out)
 }
 
-pub(super) fn routes(
-    list: Vec<RouteFile>,
-    upstreams: &[UpstreamConfig],
-) -> Result<Vec<RouteConfig>, ConfigError> {
+pub(super) fn routes(list: Vec<RouteFile>, upstreams: &[UpstreamConfig]) -> Result<Vec<RouteConfig>, ConfigError> {
     if list.is_empty() {
-        return Err(ConfigError::new(
-            "routes",
-            "at least one [[routes]] entry is required",
-        ));
+        return Err(ConfigError::new("routes", "at least one [[routes]] entry is required"));
     }
     let mut seen = HashSet::new();
     // (host, normalised prefix) → index of the route that claimed it first.
@@ -116,34 +92,17 @@ pub(super) fn routes(
             ));
         }
         claimed.insert((host.clone(), normalised), i);
-        let wanted = r
-            .upstream
-            .ok_or_else(|| ConfigError::new(key("upstream"), "is required"))?;
-        let upstream = upstreams
-            .iter()
-            .position(|u| u.name == wanted)
-            .ok_or_else(|| {
-                let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-                ConfigError::new(
-                    key("upstream"),
-                    format!(
-                        "no upstream is named {wanted:?} (known: {})",
-                        known.join(", ")
-                    ),
-                )
-            })?;
+        let wanted = r.upstream.ok_or_else(|| ConfigError::new(key("upstream"), "is required"))?;
+        let upstream = upstreams.iter().position(|u| u.name == wanted).ok_or_else(|| {
+            let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+            ConfigError::new(key("upstream"), format!("no upstream is named {wanted:?} (known: {})", known.join(", ")))
+        })?;
         let access = match r.access {
             AccessFile::Public => Access::Public,
             AccessFile::Session => Access::Session,
             AccessFile::Elevated => Access::Elevated,
         };
-        out.push(RouteConfig {
-            name,
-            host,
-            path_prefix: r.path_prefix,
-            upstream,
-            access,
-        });
+        out.push(RouteConfig { name, host, path_prefix: r.path_prefix, upstream, access });
     }
     Ok(out)
 }
@@ -152,10 +111,7 @@ pub(super) fn routes(
 /// trailing slashes dropped ("/app/" and "/app" are one prefix; "/" stays "/").
 fn normalised_prefix(p: &str) -> String {
     let decoded = percent_encoding::percent_decode_str(p).decode_utf8_lossy();
-    let segments: Vec<&str> = decoded
-        .split(['/', '\\'])
-        .filter(|s| !s.is_empty())
-        .collect();
+    let segments: Vec<&str> = decoded.split(['/', '\\']).filter(|s| !s.is_empty()).collect();
     format!("/{}", segments.join("/"))
 }
 
@@ -170,17 +126,12 @@ fn path_prefix(key: &str, p: &str) -> Result<(), ConfigError> {
         return bad("must be a plain path (no ?, # or spaces)".into());
     }
     let decoded = p.to_ascii_lowercase().replace("%2e", ".");
-    let segments: Vec<&str> = decoded
-        .split(['/', '\\'])
-        .filter(|s| !s.is_empty())
-        .collect();
+    let segments: Vec<&str> = decoded.split(['/', '\\']).filter(|s| !s.is_empty()).collect();
     if segments.iter().any(|s| *s == "." || *s == "..") {
         return bad("must not contain . or .. segments".into());
     }
     if format!("/{}", segments.join("/")).starts_with(RESERVED_PREFIX) {
-        return bad(format!(
-            "is under {RESERVED_PREFIX}, which is reserved for the gateway's own pages"
-        ));
+        return bad(format!("is under {RESERVED_PREFIX}, which is reserved for the gateway's own pages"));
     }
     Ok(())
 }
@@ -193,9 +144,7 @@ fn host(key: &str, raw: &str) -> Result<String, ConfigError> {
     let name = if lower.starts_with('[') {
         let end = lower.find(']').ok_or_else(|| bad("has an unclosed ["))?;
         let (name, rest) = lower.split_at(end + 1);
-        port_suffix(rest)
-            .then_some(name)
-            .ok_or_else(|| bad("has junk after ]"))?
+        port_suffix(rest).then_some(name).ok_or_else(|| bad("has junk after ]"))?
     } else {
         match lower.split_once(':') {
             Some((name, port)) if port_suffix(&format!(":{port}")) => name,
@@ -205,12 +154,7 @@ fn host(key: &str, raw: &str) -> Result<String, ConfigError> {
     };
     let valid = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
         Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
-        None => {
-            !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        }
+        None => !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')),
     };
     if !valid {
         return Err(bad("is not a host name"));
@@ -220,20 +164,14 @@ fn host(key: &str, raw: &str) -> Result<String, ConfigError> {
 
 /// True for "" or ":<digits>".
 fn port_suffix(rest: &str) -> bool {
-    rest.is_empty()
-        || rest
-            .strip_prefix(':')
-            .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    rest.is_empty() || rest.strip_prefix(':').is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// Names of upstreams and routes: lower-case letters, digits, `_`, `-`.
 fn slug(key: &str, name: &str) -> Result<(), ConfigError> {
     let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
     if name.is_empty() || !name.chars().all(ok) {
-        return Err(ConfigError::new(
-            key,
-            format!("{name:?} must be non-empty and use only a-z, 0-9, _ and -"),
-        ));
+        return Err(ConfigError::new(key, format!("{name:?} must be non-empty and use only a-z, 0-9, _ and -")));
     }
     Ok(())
 }
@@ -246,15 +184,10 @@ fn resolve(key: &str, raw: &str) -> Result<SocketAddr, ConfigError> {
     if let Some(why) = not_host_port(text) {
         return Err(ConfigError::new(key, format!("{raw:?} {why}")));
     }
-    let mut addrs = text.to_socket_addrs().map_err(|e| {
-        ConfigError::new(
-            key,
-            format!("cannot resolve {raw:?} (expected host:port): {e}"),
-        )
-    })?;
-    addrs
-        .next()
-        .ok_or_else(|| ConfigError::new(key, format!("{raw:?} resolved to no addresses")))
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| ConfigError::new(key, format!("cannot resolve {raw:?} (expected host:port): {e}")))?;
+    addrs.next().ok_or_else(|| ConfigError::new(key, format!("{raw:?} resolved to no addresses")))
 }
 
 /// Why `text` is not a plain host:port, with what to write instead; `None` when it looks like
@@ -270,11 +203,7 @@ fn not_host_port(text: &str) -> Option<String> {
                  listener rather than {authority:?}"
             ));
         }
-        let suggestion = if has_port(authority) {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
-        };
+        let suggestion = if has_port(authority) { authority.to_string() } else { format!("{authority}:80") };
         return Some(format!(
             "must be host:port without a scheme (the gateway always speaks plain HTTP to \
              upstreams): write {suggestion:?}"
@@ -288,9 +217,7 @@ fn not_host_port(text: &str) -> Option<String> {
         ));
     }
     if !text.is_empty() && !has_port(text) {
-        return Some(format!(
-            "is missing the port: write host:port, e.g. \"{text}:80\""
-        ));
+        return Some(format!("is missing the port: write host:port, e.g. \"{text}:80\""));
     }
     None
 }
@@ -301,7 +228,5 @@ fn has_port(authority: &str) -> bool {
         Some(end) => &authority[end + 1..],
         None => authority,
     };
-    after_host
-        .rsplit_once(':')
-        .is_some_and(|(_, port)| !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()))
+    after_host.rsplit_once(':').is_some_and(|(_, port)| !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()))
 }

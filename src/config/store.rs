@@ -120,28 +120,14 @@ fn redis(s: StoreFile, base: &Path) -> Result<RedisConfig, ConfigError> {
     let timeout_text = s.timeout.unwrap_or_else(|| DEFAULT_TIMEOUT.into());
     let timeout = duration("store.timeout", &timeout_text)?;
     if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&timeout) {
-        return Err(ConfigError::new(
-            "store.timeout",
-            format!("{} is outside 50ms..=10s", timeout_text.trim()),
-        ));
+        return Err(ConfigError::new("store.timeout", format!("{} is outside 50ms..=10s", timeout_text.trim())));
     }
-    let grace_text = s
-        .outage_grace
-        .unwrap_or_else(|| DEFAULT_OUTAGE_GRACE.into());
+    let grace_text = s.outage_grace.unwrap_or_else(|| DEFAULT_OUTAGE_GRACE.into());
     let outage_grace = duration("store.outage_grace", &grace_text)?;
     if outage_grace > MAX_OUTAGE_GRACE {
-        return Err(ConfigError::new(
-            "store.outage_grace",
-            format!("{} is outside 0s..=10m", grace_text.trim()),
-        ));
+        return Err(ConfigError::new("store.outage_grace", format!("{} is outside 0s..=10m", grace_text.trim())));
     }
-    Ok(RedisConfig {
-        mode,
-        key_prefix,
-        timeout,
-        outage_grace,
-        tls_ca_file,
-    })
+    Ok(RedisConfig { mode, key_prefix, timeout, outage_grace, tls_ca_file })
 }
 
 /// `tls_ca_file`: resolved against `base`, an existing file, and only with `rediss://` servers
@@ -154,10 +140,7 @@ fn tls_ca_file(raw: &str, base: &Path, mode: &RedisMode) -> Result<PathBuf, Conf
     }
     let path = base.join(raw);
     if !path.is_file() {
-        return Err(ConfigError::new(
-            key,
-            format!("the CA certificate file {} is missing", path.display()),
-        ));
+        return Err(ConfigError::new(key, format!("the CA certificate file {} is missing", path.display())));
     }
     let urls: Vec<&String> = match mode {
         RedisMode::Standalone { url } => vec![url],
@@ -165,10 +148,7 @@ fn tls_ca_file(raw: &str, base: &Path, mode: &RedisMode) -> Result<PathBuf, Conf
         RedisMode::Sentinel { sentinels, .. } => sentinels.iter().collect(),
     };
     if !urls.iter().any(|u| u.to_ascii_lowercase().starts_with("rediss://")) {
-        return Err(ConfigError::new(
-            key,
-            "is only used with TLS: the server URLs must start with rediss://",
-        ));
+        return Err(ConfigError::new(key, "is only used with TLS: the server URLs must start with rediss://"));
     }
     Ok(path)
 }
@@ -186,14 +166,10 @@ fn mode(
         (None, Some(_)) => Some("sentinels"),
         (None, None) => None,
     };
-    let present: Vec<&str> = [
-        url.as_ref().map(|_| "url"),
-        cluster.as_ref().map(|_| "cluster"),
-        sentinel_key,
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let present: Vec<&str> = [url.as_ref().map(|_| "url"), cluster.as_ref().map(|_| "cluster"), sentinel_key]
+        .into_iter()
+        .flatten()
+        .collect();
     if let [first, second, ..] = present.as_slice() {
         return Err(ConfigError::new(
             format!("store.{second}"),
@@ -201,19 +177,12 @@ fn mode(
         ));
     }
     match (url, cluster, master, sentinels) {
-        (Some(url), _, _, _) => Ok(RedisMode::Standalone {
-            url: redis_url("store.url", &url)?,
-        }),
-        (_, Some(nodes), _, _) => Ok(RedisMode::Cluster {
-            nodes: url_list("store.cluster", &nodes, "seed node")?,
-        }),
+        (Some(url), _, _, _) => Ok(RedisMode::Standalone { url: redis_url("store.url", &url)? }),
+        (_, Some(nodes), _, _) => Ok(RedisMode::Cluster { nodes: url_list("store.cluster", &nodes, "seed node")? }),
         (_, _, Some(master), Some(sentinels)) => {
             let master = master.trim();
             if master.is_empty() {
-                return Err(ConfigError::new(
-                    "store.sentinel_master",
-                    "must not be empty",
-                ));
+                return Err(ConfigError::new("store.sentinel_master", "must not be empty"));
             }
             Ok(RedisMode::Sentinel {
                 master: master.to_string(),
@@ -242,10 +211,7 @@ fn url_list(key: &str, list: &[String], what: &str) -> Result<Vec<String>, Confi
             format!("must not be empty: list at least one {what} URL (redis://host:port)"),
         ));
     }
-    list.iter()
-        .enumerate()
-        .map(|(i, raw)| redis_url(&format!("{key}[{i}]"), raw))
-        .collect()
+    list.iter().enumerate().map(|(i, raw)| redis_url(&format!("{key}[{i}]"), raw)).collect()
 }
 
 /// A `redis://` or `rediss://` URL with a host, returned trimmed.
@@ -254,18 +220,12 @@ fn redis_url(key: &str, raw: &str) -> Result<String, ConfigError> {
     let shown = redact_url(text);
     let lower = text.to_ascii_lowercase();
     if !(lower.starts_with("redis://") || lower.starts_with("rediss://")) {
-        return Err(ConfigError::new(
-            key,
-            format!("{shown:?} must start with redis:// or rediss://"),
-        ));
+        return Err(ConfigError::new(key, format!("{shown:?} must start with redis:// or rediss://")));
     }
-    let parsed = url::Url::parse(text)
-        .map_err(|e| ConfigError::new(key, format!("{shown:?} is not a valid URL: {e}")))?;
+    let parsed =
+        url::Url::parse(text).map_err(|e| ConfigError::new(key, format!("{shown:?} is not a valid URL: {e}")))?;
     if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(ConfigError::new(
-            key,
-            format!("{shown:?} has no host (expected redis://host:port)"),
-        ));
+        return Err(ConfigError::new(key, format!("{shown:?} has no host (expected redis://host:port)")));
     }
     Ok(text.to_string())
 }
@@ -286,19 +246,10 @@ pub(super) fn redact_url(url: &str) -> String {
 fn check_key_prefix(prefix: &str) -> Result<(), ConfigError> {
     let key = "store.key_prefix";
     if prefix.is_empty() || prefix.len() > MAX_KEY_PREFIX {
-        return Err(ConfigError::new(
-            key,
-            format!("{prefix:?} must be 1 to {MAX_KEY_PREFIX} characters long"),
-        ));
+        return Err(ConfigError::new(key, format!("{prefix:?} must be 1 to {MAX_KEY_PREFIX} characters long")));
     }
-    if let Some(c) = prefix
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-    {
-        return Err(ConfigError::new(
-            key,
-            format!("{prefix:?} contains {c:?}; use only A-Z, a-z, 0-9, _ and -"),
-        ));
+    if let Some(c) = prefix.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+        return Err(ConfigError::new(key, format!("{prefix:?} contains {c:?}; use only A-Z, a-z, 0-9, _ and -")));
     }
     Ok(())
 }
@@ -332,7 +283,8 @@ mod tls_ca_file_tests {
     #[test]
     fn is_resolved_against_the_config_directory() {
         let dir = dir_with_ca();
-        let c = load(dir.path(), "kind = \"redis\"\nurl = \"rediss://r:6380\"\ntls_ca_file = \"tls/ca.pem\"", &[]).unwrap();
+        let c =
+            load(dir.path(), "kind = \"redis\"\nurl = \"rediss://r:6380\"\ntls_ca_file = \"tls/ca.pem\"", &[]).unwrap();
         let redis = c.store.redis.unwrap();
         assert_eq!(redis.tls_ca_file, Some(dir.path().join("tls/ca.pem")));
         // Left out: the system roots.
@@ -343,7 +295,8 @@ mod tls_ca_file_tests {
     #[test]
     fn works_for_cluster_and_sentinel_over_tls() {
         let dir = dir_with_ca();
-        let c = load(dir.path(), "kind = \"redis\"\ncluster = [\"rediss://a:7000\"]\ntls_ca_file = \"tls/ca.pem\"", &[]);
+        let c =
+            load(dir.path(), "kind = \"redis\"\ncluster = [\"rediss://a:7000\"]\ntls_ca_file = \"tls/ca.pem\"", &[]);
         assert!(c.unwrap().store.redis.unwrap().tls_ca_file.is_some());
         let c = load(
             dir.path(),

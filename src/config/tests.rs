@@ -27,10 +27,7 @@ file = "users.toml"
 "#;
 
 fn load_with(text: &str, env: &[(&str, &str)], o: &Overrides) -> Result<Config, ConfigError> {
-    let vars: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let vars: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     Config::from_toml_str(text, Path::new(BASE), &vars, o)
 }
 
@@ -77,10 +74,7 @@ fn defaults() {
     assert_eq!(c.upstreams[0].connect_timeout, Duration::from_secs(3));
     assert_eq!(c.upstreams[0].read_timeout, Duration::from_secs(60));
     let r = &c.routes[0];
-    assert_eq!(
-        (r.name.as_str(), r.host.as_deref(), r.path_prefix.as_str()),
-        ("route0", None, "/")
-    );
+    assert_eq!((r.name.as_str(), r.host.as_deref(), r.path_prefix.as_str()), ("route0", None, "/"));
     assert_eq!((r.upstream, r.access), (0, Access::Session));
     assert_eq!(c.users.file, PathBuf::from("/etc/dalea/users.toml"));
 }
@@ -92,19 +86,13 @@ fn example_file_loads_with_the_defaults() {
     let d = load(MINIMAL).unwrap();
     assert_eq!(c.server.listen, d.server.listen);
     assert_eq!(c.server.admin_listen, d.server.admin_listen);
-    assert_eq!(
-        c.server.shutdown_grace_period,
-        d.server.shutdown_grace_period
-    );
+    assert_eq!(c.server.shutdown_grace_period, d.server.shutdown_grace_period);
     assert_eq!(c.server.max_form_bytes, d.server.max_form_bytes);
     assert_eq!(c.store.path, d.store.path);
     assert_eq!(c.session.idle_timeout, d.session.idle_timeout);
     assert_eq!(c.session.absolute_timeout, d.session.absolute_timeout);
     assert_eq!(c.session.cookie_name, d.session.cookie_name);
-    assert_eq!(
-        c.session.activity_flush_interval,
-        d.session.activity_flush_interval
-    );
+    assert_eq!(c.session.activity_flush_interval, d.session.activity_flush_interval);
     assert_eq!(c.session.sweep_interval, d.session.sweep_interval);
     assert_eq!(c.users.file, PathBuf::from("/etc/dalea/users.example.toml"));
 }
@@ -122,34 +110,19 @@ fn example_file_documents_that_an_empty_trusted_proxies_variable_clears_the_list
 fn idle_timeout_cap() {
     let err = load(&with("[session]\nidle_timeout = \"31d\"")).unwrap_err();
     assert_eq!(err.key, "session.idle_timeout");
-    assert_eq!(
-        err.message,
-        "31d is longer than the 30-day maximum idle timeout; sessions idle for 30 days must end"
-    );
+    assert_eq!(err.message, "31d is longer than the 30-day maximum idle timeout; sessions idle for 30 days must end");
     let c = load(&with("[session]\nidle_timeout = \"30d\"")).unwrap();
     assert_eq!(c.session.idle_timeout, MAX_IDLE_TIMEOUT);
-    assert_eq!(
-        err_key(&with("[session]\nidle_timeout = \"720h1s\"")),
-        "session.idle_timeout"
-    );
-    assert_eq!(
-        err_key(&with("[session]\nidle_timeout = \"0s\"")),
-        "session.idle_timeout"
-    );
-    assert_eq!(
-        err_key(&with("[session]\nidle_timeout = \"30 days\"")),
-        "session.idle_timeout"
-    );
+    assert_eq!(err_key(&with("[session]\nidle_timeout = \"720h1s\"")), "session.idle_timeout");
+    assert_eq!(err_key(&with("[session]\nidle_timeout = \"0s\"")), "session.idle_timeout");
+    assert_eq!(err_key(&with("[session]\nidle_timeout = \"30 days\"")), "session.idle_timeout");
 }
 
 #[test]
 fn absolute_timeout_not_below_idle() {
     let text = with("[session]\nidle_timeout = \"2d\"\nabsolute_timeout = \"1d\"");
     assert_eq!(err_key(&text), "session.absolute_timeout");
-    assert!(load(&with(
-        "[session]\nidle_timeout = \"2d\"\nabsolute_timeout = \"2d\""
-    ))
-    .is_ok());
+    assert!(load(&with("[session]\nidle_timeout = \"2d\"\nabsolute_timeout = \"2d\"")).is_ok());
 }
 
 #[test]
@@ -158,18 +131,8 @@ fn session_ranges() {
         let text = with(&format!("[session]\nactivity_flush_interval = \"{v}\""));
         assert_eq!(err_key(&text), "session.activity_flush_interval");
     }
-    assert_eq!(
-        err_key(&with("[session]\nsweep_interval = \"0s\"")),
-        "session.sweep_interval"
-    );
-    for bad in [
-        "",
-        "has space",
-        "semi;colon",
-        "__Host-x",
-        "__secure-x",
-        &"a".repeat(65),
-    ] {
+    assert_eq!(err_key(&with("[session]\nsweep_interval = \"0s\"")), "session.sweep_interval");
+    for bad in ["", "has space", "semi;colon", "__Host-x", "__secure-x", &"a".repeat(65)] {
         let text = with(&format!("[session]\ncookie_name = \"{bad}\""));
         assert_eq!(err_key(&text), "session.cookie_name", "{bad:?}");
     }
@@ -178,27 +141,12 @@ fn session_ranges() {
 
 #[test]
 fn server_ranges() {
-    assert_eq!(
-        err_key(&with("[server]\nlisten = \"localhost\"")),
-        "server.listen"
-    );
-    assert_eq!(
-        err_key(&with("[server]\nshutdown_grace_period = \"61s\"")),
-        "server.shutdown_grace_period"
-    );
+    assert_eq!(err_key(&with("[server]\nlisten = \"localhost\"")), "server.listen");
+    assert_eq!(err_key(&with("[server]\nshutdown_grace_period = \"61s\"")), "server.shutdown_grace_period");
     assert_eq!(err_key(&with("[server]\nthreads = 0")), "server.threads");
-    assert_eq!(
-        err_key(&with("[server]\nmax_form_bytes = 1023")),
-        "server.max_form_bytes"
-    );
-    assert_eq!(
-        err_key(&with("[server]\nmax_form_bytes = 1048577")),
-        "server.max_form_bytes"
-    );
-    assert_eq!(
-        load(&with("[server]\nthreads = 3")).unwrap().server.threads,
-        3
-    );
+    assert_eq!(err_key(&with("[server]\nmax_form_bytes = 1023")), "server.max_form_bytes");
+    assert_eq!(err_key(&with("[server]\nmax_form_bytes = 1048577")), "server.max_form_bytes");
+    assert_eq!(load(&with("[server]\nthreads = 3")).unwrap().server.threads, 3);
 }
 
 #[test]
@@ -215,24 +163,13 @@ fn users_file_is_required() {
     let text = MINIMAL.replace("[users]\nfile = \"users.toml\"\n", "");
     assert_eq!(err_key(&text), "users.file");
     let absolute = MINIMAL.replace("\"users.toml\"", "\"/srv/users.toml\"");
-    assert_eq!(
-        load(&absolute).unwrap().users.file,
-        PathBuf::from("/srv/users.toml")
-    );
+    assert_eq!(load(&absolute).unwrap().users.file, PathBuf::from("/srv/users.toml"));
 }
 
 #[test]
 fn client_info_is_checked() {
-    let c = load(&with(
-        "[client_info]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.168.1.7\", \"::1\"]",
-    ))
-    .unwrap();
-    let nets: Vec<String> = c
-        .client_info
-        .trusted_proxies
-        .iter()
-        .map(|n| n.to_string())
-        .collect();
+    let c = load(&with("[client_info]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.168.1.7\", \"::1\"]")).unwrap();
+    let nets: Vec<String> = c.client_info.trusted_proxies.iter().map(|n| n.to_string()).collect();
     assert_eq!(nets, ["10.0.0.0/8", "192.168.1.7/32", "::1/128"]);
     let bad = with("[client_info]\ntrusted_proxies = [\"10.0.0.0/8\", \"nope\"]");
     assert_eq!(err_key(&bad), "client_info.trusted_proxies[1]");
@@ -256,10 +193,7 @@ fn client_info_is_checked() {
     std::fs::write(dir.path().join("geo.mmdb"), b"x").unwrap();
     let present = with("[client_info]\ngeoip_database = \"geo.mmdb\"");
     let c = Config::from_toml_str(&present, dir.path(), &[], &Overrides::default()).unwrap();
-    assert_eq!(
-        c.client_info.geoip_database,
-        Some(dir.path().join("geo.mmdb"))
-    );
+    assert_eq!(c.client_info.geoip_database, Some(dir.path().join("geo.mmdb")));
 }
 
 #[test]

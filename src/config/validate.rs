@@ -31,22 +31,12 @@ impl FileConfig {
         let client_info = client_info(self.client_info, base)?;
         let upstreams = upstreams(self.upstreams)?;
         let routes = routes(self.routes, &upstreams)?;
-        let file = self.users.and_then(|u| u.file).ok_or_else(|| {
-            ConfigError::new(
-                "users.file",
-                "is required: the TOML file of people who may sign in",
-            )
-        })?;
+        let file = self
+            .users
+            .and_then(|u| u.file)
+            .ok_or_else(|| ConfigError::new("users.file", "is required: the TOML file of people who may sign in"))?;
         let file = non_empty("users.file", &file).map(|f| base.join(f))?;
-        Ok(Config {
-            server,
-            store,
-            session,
-            client_info,
-            upstreams,
-            routes,
-            users: UsersConfig { file, set_by: None },
-        })
+        Ok(Config { server, store, session, client_info, upstreams, routes, users: UsersConfig { file, set_by: None } })
     }
 }
 
@@ -64,10 +54,7 @@ fn server(s: ServerFile, o: &Overrides) -> Result<ServerConfig, ConfigError> {
     if shutdown_grace_period > MAX_SHUTDOWN_GRACE {
         return Err(ConfigError::new(
             key,
-            format!(
-                "{} is longer than the 60s maximum",
-                s.shutdown_grace_period.trim()
-            ),
+            format!("{} is longer than the 60s maximum", s.shutdown_grace_period.trim()),
         ));
     }
     let threads = match s.threads {
@@ -78,21 +65,10 @@ fn server(s: ServerFile, o: &Overrides) -> Result<ServerConfig, ConfigError> {
     if !FORM_BYTES_RANGE.contains(&s.max_form_bytes) {
         return Err(ConfigError::new(
             "server.max_form_bytes",
-            format!(
-                "{} is outside {}..={}",
-                s.max_form_bytes,
-                FORM_BYTES_RANGE.start(),
-                FORM_BYTES_RANGE.end()
-            ),
+            format!("{} is outside {}..={}", s.max_form_bytes, FORM_BYTES_RANGE.start(), FORM_BYTES_RANGE.end()),
         ));
     }
-    Ok(ServerConfig {
-        listen,
-        admin_listen,
-        shutdown_grace_period,
-        threads,
-        max_form_bytes: s.max_form_bytes,
-    })
+    Ok(ServerConfig { listen, admin_listen, shutdown_grace_period, threads, max_form_bytes: s.max_form_bytes })
 }
 
 fn session(s: SessionFile) -> Result<SessionConfig, ConfigError> {
@@ -121,13 +97,7 @@ fn session(s: SessionFile) -> Result<SessionConfig, ConfigError> {
     let key = "session.activity_flush_interval";
     let activity_flush_interval = duration(key, &s.activity_flush_interval)?;
     if !(MIN_FLUSH..=MAX_FLUSH).contains(&activity_flush_interval) {
-        return Err(ConfigError::new(
-            key,
-            format!(
-                "{} is outside 100ms..=10s",
-                s.activity_flush_interval.trim()
-            ),
-        ));
+        return Err(ConfigError::new(key, format!("{} is outside 100ms..=10s", s.activity_flush_interval.trim())));
     }
     let sweep_interval = positive_duration("session.sweep_interval", &s.sweep_interval)?;
     Ok(SessionConfig {
@@ -143,19 +113,10 @@ fn session(s: SessionFile) -> Result<SessionConfig, ConfigError> {
 fn cookie_name(name: &str) -> Result<(), ConfigError> {
     let key = "session.cookie_name";
     if name.is_empty() || name.len() > 64 {
-        return Err(ConfigError::new(
-            key,
-            format!("{name:?} must be 1 to 64 characters long"),
-        ));
+        return Err(ConfigError::new(key, format!("{name:?} must be 1 to 64 characters long")));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-    {
-        return Err(ConfigError::new(
-            key,
-            format!("{name:?} contains {c:?}; use only A-Z, a-z, 0-9, _ and -"),
-        ));
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+        return Err(ConfigError::new(key, format!("{name:?} contains {c:?}; use only A-Z, a-z, 0-9, _ and -")));
     }
     let lower = name.to_ascii_lowercase();
     if lower.starts_with("__host-") || lower.starts_with("__secure-") {
@@ -171,15 +132,12 @@ fn client_info(c: ClientInfoFile, base: &Path) -> Result<ClientInfoConfig, Confi
     let mut trusted_proxies = Vec::with_capacity(c.trusted_proxies.len());
     for (i, raw) in c.trusted_proxies.iter().enumerate() {
         let text = raw.trim();
-        let net = text
-            .parse::<IpNet>()
-            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-            .map_err(|_| {
-                ConfigError::new(
-                    format!("client_info.trusted_proxies[{i}]"),
-                    format!("{raw:?} is neither a CIDR range (10.0.0.0/8) nor an IP address"),
-                )
-            })?;
+        let net = text.parse::<IpNet>().or_else(|_| text.parse::<IpAddr>().map(IpNet::from)).map_err(|_| {
+            ConfigError::new(
+                format!("client_info.trusted_proxies[{i}]"),
+                format!("{raw:?} is neither a CIDR range (10.0.0.0/8) nor an IP address"),
+            )
+        })?;
         if net.trunc() != net {
             return Err(ConfigError::new(
                 format!("client_info.trusted_proxies[{i}]"),
@@ -201,18 +159,12 @@ fn client_info(c: ClientInfoFile, base: &Path) -> Result<ClientInfoConfig, Confi
             let key = "client_info.geoip_database";
             let path = base.join(non_empty(key, &raw)?);
             if !path.is_file() {
-                return Err(ConfigError::new(
-                    key,
-                    format!("the GeoIP database file {} is missing", path.display()),
-                ));
+                return Err(ConfigError::new(key, format!("the GeoIP database file {} is missing", path.display())));
             }
             Some(path)
         }
     };
-    Ok(ClientInfoConfig {
-        trusted_proxies,
-        geoip_database,
-    })
+    Ok(ClientInfoConfig { trusted_proxies, geoip_database })
 }
 
 fn non_empty<'a>(key: &str, raw: &'a str) -> Result<&'a str, ConfigError> {
@@ -224,9 +176,7 @@ fn non_empty<'a>(key: &str, raw: &'a str) -> Result<&'a str, ConfigError> {
 }
 
 fn socket_addr(key: &str, raw: &str) -> Result<SocketAddr, ConfigError> {
-    raw.trim()
-        .parse()
-        .map_err(|_| ConfigError::new(key, format!("{raw:?} is not an IP:port socket address")))
+    raw.trim().parse().map_err(|_| ConfigError::new(key, format!("{raw:?} is not an IP:port socket address")))
 }
 
 fn duration(key: &str, raw: &str) -> Result<Duration, ConfigError> {

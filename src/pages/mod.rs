@@ -62,7 +62,12 @@ pub async fn handle(state: &AppState, session: &mut Session, ctx: &RequestCtx) -
     reply.send(session).await
 }
 
-async fn dispatch(state: &AppState, session: &mut Session, ctx: &RequestCtx, path: &str) -> Result<Reply, GatewayError> {
+async fn dispatch(
+    state: &AppState,
+    session: &mut Session,
+    ctx: &RequestCtx,
+    path: &str,
+) -> Result<Reply, GatewayError> {
     let method = session.req_header().method.clone();
     let read = method == Method::GET || method == Method::HEAD;
     match path {
@@ -77,7 +82,11 @@ async fn dispatch(state: &AppState, session: &mut Session, ctx: &RequestCtx, pat
         SESSIONS_PATH => Err(GatewayError::MethodNotAllowed("GET, HEAD")),
         "/.dalea/api/sessions" if read => sessions::list_json(state, session, ctx).await,
         "/.dalea/api/sessions" => Err(GatewayError::MethodNotAllowed("GET, HEAD")),
-        PREFIX | "/.dalea/" | "/.dalea/settings" | "/.dalea/settings/" | "/.dalea/settings/security"
+        PREFIX
+        | "/.dalea/"
+        | "/.dalea/settings"
+        | "/.dalea/settings/"
+        | "/.dalea/settings/security"
         | "/.dalea/settings/security/"
             if read =>
         {
@@ -90,9 +99,8 @@ async fn dispatch(state: &AppState, session: &mut Session, ctx: &RequestCtx, pat
                     _ => Err(GatewayError::MethodNotAllowed("DELETE")),
                 };
             }
-            let form_revoke = path
-                .strip_prefix("/.dalea/settings/security/sessions/")
-                .and_then(|rest| rest.strip_suffix("/revoke"));
+            let form_revoke =
+                path.strip_prefix("/.dalea/settings/security/sessions/").and_then(|rest| rest.strip_suffix("/revoke"));
             if let Some(id) = form_revoke {
                 return match method {
                     Method::POST => sessions::revoke_form(state, session, ctx, id).await,

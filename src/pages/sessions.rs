@@ -70,10 +70,14 @@ impl SessionView {
             Some(e) => format!("Elevated ({})", e.method.as_str().to_uppercase().replace("PASSKEY", "passkey")),
             None => "Signed in, not elevated".to_string(),
         };
-        let location_label = location.as_ref().map(|l| {
-            [l.city.as_deref(), l.country.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(", ")
-        });
-        let exact = |t: Millis| chrono::DateTime::from_timestamp_millis(t).map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default();
+        let location_label = location
+            .as_ref()
+            .map(|l| [l.city.as_deref(), l.country.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(", "));
+        let exact = |t: Millis| {
+            chrono::DateTime::from_timestamp_millis(t)
+                .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_default()
+        };
         SessionView {
             page: PageExtras {
                 mobile: s.client_hints.mobile == Some(true)
@@ -85,7 +89,8 @@ impl SessionView {
                 created_at_exact: exact(s.created_at),
                 sign_in_label: s.sign_in_method.label(),
                 ends_label: if s.remember_me {
-                    let day = chrono::DateTime::from_timestamp_millis(s.expires_at).map(|d| d.format("%-d %b %Y").to_string());
+                    let day = chrono::DateTime::from_timestamp_millis(s.expires_at)
+                        .map(|d| d.format("%-d %b %Y").to_string());
                     format!("Remembered on this device, until {} at the latest", day.unwrap_or_default())
                 } else {
                     "When the browser is closed".to_string()
@@ -203,7 +208,12 @@ async fn revoke(state: &AppState, identity: &Identity, raw_id: &str) -> Result<R
 }
 
 /// DELETE /.dalea/api/sessions/{id}: 204, 409 for the caller's own session, 404 otherwise.
-pub async fn revoke_json(state: &AppState, session: &mut Session, ctx: &RequestCtx, id: &str) -> Result<Reply, GatewayError> {
+pub async fn revoke_json(
+    state: &AppState,
+    session: &mut Session,
+    ctx: &RequestCtx,
+    id: &str,
+) -> Result<Reply, GatewayError> {
     csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
     let identity = require_identity(state, session, ctx).await?;
     match revoke(state, &identity, id).await? {
@@ -216,7 +226,12 @@ pub async fn revoke_json(state: &AppState, session: &mut Session, ctx: &RequestC
 }
 
 /// POST /.dalea/settings/security/sessions/{id}/revoke: the × on the page.
-pub async fn revoke_form(state: &AppState, session: &mut Session, ctx: &RequestCtx, id: &str) -> Result<Reply, GatewayError> {
+pub async fn revoke_form(
+    state: &AppState,
+    session: &mut Session,
+    ctx: &RequestCtx,
+    id: &str,
+) -> Result<Reply, GatewayError> {
     csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
     body::require_content_type(session, body::FORM)?;
     let identity = match require_identity(state, session, ctx).await {

@@ -96,7 +96,10 @@ async fn start_session(
     remember_me: bool,
 ) -> Result<(GwSession, String), GatewayError> {
     let headers = &session.req_header().headers;
-    let user_agent = headers.get(http::header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(512).collect()).unwrap_or_default();
+    let user_agent = headers
+        .get(http::header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(512).collect())
+        .unwrap_or_default();
     let new = NewSession {
         user_id: user.id.clone(),
         method: SignInMethod::Password,

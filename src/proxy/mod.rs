@@ -76,7 +76,8 @@ impl ProxyHttp for Gateway {
             Ok(None) => return self.refuse(session, &GatewayError::NotFound).await,
             Err(routes::BadPath) => {
                 let err = GatewayError::BadRequest(
-                    "The path is not allowed: it has '.' or '..' segments, encoded slashes or control characters.".into(),
+                    "The path is not allowed: it has '.' or '..' segments, encoded slashes or control characters."
+                        .into(),
                 );
                 return self.refuse(session, &err).await;
             }

@@ -76,9 +76,10 @@ impl RouteTable {
     /// The route for `host` (already lower-case, no port) and raw `path` (no query).
     pub fn lookup(&self, host: Option<&str>, path: &str) -> Result<Option<&Route>, BadPath> {
         let path = normalise(path)?;
-        Ok(self.routes.iter().find(|r| {
-            r.host.as_deref().is_none_or(|h| Some(h) == host) && prefix_matches(&r.prefix, &path)
-        }))
+        Ok(self
+            .routes
+            .iter()
+            .find(|r| r.host.as_deref().is_none_or(|h| Some(h) == host) && prefix_matches(&r.prefix, &path)))
     }
 }
 
@@ -169,7 +170,16 @@ mod tests {
         assert_eq!(normalise("/admin;x/secret"), Ok("/admin/secret".into()), "path parameters dropped");
         assert_eq!(normalise("/admin;jsessionid=1"), Ok("/admin".into()));
         assert_eq!(normalise("/;x/admin"), Ok("/admin".into()));
-        for bad in ["/public/..%2fprivate", "/private%2Fx", "/%2fprivate", "/a%5cb", "/a%00b", "/public/..;/private", "/a/.;x/b", "/a%0d%0ab"] {
+        for bad in [
+            "/public/..%2fprivate",
+            "/private%2Fx",
+            "/%2fprivate",
+            "/a%5cb",
+            "/a%00b",
+            "/public/..;/private",
+            "/a/.;x/b",
+            "/a%0d%0ab",
+        ] {
             assert_eq!(normalise(bad), Err(BadPath), "{bad}");
         }
     }
@@ -181,7 +191,10 @@ mod tests {
         assert!(!prefix_matches("/admin", "/administrator"));
         assert!(prefix_matches("/", "/anything"));
         assert_eq!(route_prefix("/api/"), "/api");
-        assert!(prefix_matches(&route_prefix("/api/"), "/api"), "a trailing slash in config still covers the bare path");
+        assert!(
+            prefix_matches(&route_prefix("/api/"), "/api"),
+            "a trailing slash in config still covers the bare path"
+        );
         assert_eq!(route_prefix("/"), "/");
     }
 }

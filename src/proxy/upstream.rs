@@ -72,11 +72,19 @@ fn forwarded_headers(req: &mut RequestHeader, ctx: &RequestCtx) -> pingora::Resu
             .keys()
             .filter(|k| {
                 let n = k.as_str();
-                (n.starts_with("x-forwarded-") && !matches!(n, "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host"))
+                (n.starts_with("x-forwarded-")
+                    && !matches!(n, "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host"))
                     || matches!(
                         n,
-                        "forwarded" | "x-original-url" | "x-rewrite-url" | "true-client-ip" | "x-client-ip"
-                            | "x-cluster-client-ip" | "client-ip" | "cf-connecting-ip" | "fastly-client-ip"
+                        "forwarded"
+                            | "x-original-url"
+                            | "x-rewrite-url"
+                            | "true-client-ip"
+                            | "x-client-ip"
+                            | "x-cluster-client-ip"
+                            | "client-ip"
+                            | "cf-connecting-ip"
+                            | "fastly-client-ip"
                     )
             })
             .cloned()

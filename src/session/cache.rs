@@ -49,7 +49,12 @@ pub struct SessionCache {
 
 impl SessionCache {
     pub fn new(capacity: usize) -> Self {
-        SessionCache { map: DashMap::new(), capacity: capacity.max(8), trusted: AtomicBool::new(true), epoch: AtomicU64::new(0) }
+        SessionCache {
+            map: DashMap::new(),
+            capacity: capacity.max(8),
+            trusted: AtomicBool::new(true),
+            epoch: AtomicU64::new(0),
+        }
     }
 
     pub fn get(&self, hash: &TokenHash) -> Option<Arc<CachedSession>> {
@@ -60,7 +65,8 @@ impl SessionCache {
         if self.map.len() >= self.capacity {
             self.evict_some();
         }
-        let entry = Arc::new(CachedSession { last_active: AtomicI64::new(session.last_active_at), session, loaded_at: now });
+        let entry =
+            Arc::new(CachedSession { last_active: AtomicI64::new(session.last_active_at), session, loaded_at: now });
         self.map.insert(entry.session.token_hash, entry.clone());
         entry
     }

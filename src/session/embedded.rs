@@ -45,9 +45,7 @@ fn encode(session: &Session) -> Result<Vec<u8>, StoreError> {
 
 fn decode(bytes: &[u8]) -> Result<Session, StoreError> {
     match bytes.split_first() {
-        Some((&RECORD_VERSION, json)) => {
-            serde_json::from_slice(json).map_err(|e| StoreError::Corrupt(e.to_string()))
-        }
+        Some((&RECORD_VERSION, json)) => serde_json::from_slice(json).map_err(|e| StoreError::Corrupt(e.to_string())),
         _ => Err(StoreError::Corrupt("unknown record version".into())),
     }
 }
@@ -72,8 +70,7 @@ fn user_range(user_id: &str) -> (Vec<u8>, Vec<u8>) {
 impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
         let db = Database::create(&path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
         // Create both tables up front so readers never see "table does not exist".

@@ -94,8 +94,9 @@ impl SessionManager {
                         Err(earlier) => earlier,
                     };
                     match cached {
-                        Some(c) if now - since <= self.outage_grace
-                            && c.session.liveness(c.last_active(), now, self.idle_timeout) == Liveness::Alive =>
+                        Some(c)
+                            if now - since <= self.outage_grace
+                                && c.session.liveness(c.last_active(), now, self.idle_timeout) == Liveness::Alive =>
                         {
                             return Ok(Lookup::Found(c));
                         }
@@ -177,8 +178,7 @@ impl SessionManager {
             .into_iter()
             .map(|session| {
                 let hash = session.token_hash;
-                let mut listed =
-                    Listed { last_active_at: session.last_active_at, last_ip: session.last_ip, session };
+                let mut listed = Listed { last_active_at: session.last_active_at, last_ip: session.last_ip, session };
                 if let Some(p) = self.activity.pending(&hash) {
                     listed.last_active_at = listed.last_active_at.max(p.at);
                     listed.last_ip = p.ip.or(listed.last_ip);
@@ -190,7 +190,9 @@ impl SessionManager {
             })
             .filter(|l| l.session.liveness(l.last_active_at, now, self.idle_timeout) == Liveness::Alive)
             .collect();
-        out.sort_by(|a, b| b.last_active_at.cmp(&a.last_active_at).then(b.session.created_at.cmp(&a.session.created_at)));
+        out.sort_by(|a, b| {
+            b.last_active_at.cmp(&a.last_active_at).then(b.session.created_at.cmp(&a.session.created_at))
+        });
         Ok(out)
     }
 }

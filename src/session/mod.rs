@@ -10,9 +10,9 @@ pub mod cache;
 pub mod cookie;
 pub mod embedded;
 pub mod manager;
+mod periodic;
 pub mod redis;
 pub mod revocation;
-mod periodic;
 pub mod store;
 #[cfg(test)]
 mod store_contract;

@@ -57,7 +57,9 @@ impl RevocationListener {
     async fn subscribe(&self) -> Result<redis::aio::PubSub, String> {
         let urls = match &self.via {
             SubscribeVia::Servers(urls) => urls,
-            SubscribeVia::Sentinel { master, sentinels } => return self.subscribe_via_sentinels(master, sentinels).await,
+            SubscribeVia::Sentinel { master, sentinels } => {
+                return self.subscribe_via_sentinels(master, sentinels).await
+            }
         };
         let mut last = String::from("no server to subscribe through");
         for url in urls {
@@ -79,8 +81,8 @@ impl RevocationListener {
     /// there.
     async fn subscribe_via_sentinels(&self, master: &str, sentinels: &[String]) -> Result<redis::aio::PubSub, String> {
         let attempt = async {
-            let mut resolver =
-                SentinelResolver::new(master, sentinels, self.ca.as_deref().map(Vec::as_slice)).map_err(|e| e.to_string())?;
+            let mut resolver = SentinelResolver::new(master, sentinels, self.ca.as_deref().map(Vec::as_slice))
+                .map_err(|e| e.to_string())?;
             let client = resolver.master().await.map_err(|e| format!("no master from the sentinels: {e}"))?;
             self.subscribe_on(&client).await
         };
@@ -132,7 +134,9 @@ impl BackgroundService for RevocationListener {
                         }
                     }
                     self.cache.set_trusted(false);
-                    tracing::warn!("revocation subscription lost; cached sessions are re-checked with the store until it is back");
+                    tracing::warn!(
+                        "revocation subscription lost; cached sessions are re-checked with the store until it is back"
+                    );
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot subscribe to revocation notices; will retry"),
             }

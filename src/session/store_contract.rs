@@ -87,10 +87,7 @@ async fn activity_updates_without_resurrecting(store: &dyn SessionStore) {
     assert_eq!(got.last_ip, Some(ip));
     assert!(store.get(&gone.token_hash).await.expect("get").is_none(), "activity never creates a session");
     // Older activity never moves last-active backwards.
-    store
-        .record_activity(&[Activity { token_hash: live.token_hash, at: 2_000, ip: None }])
-        .await
-        .expect("activity");
+    store.record_activity(&[Activity { token_hash: live.token_hash, at: 2_000, ip: None }]).await.expect("activity");
     assert_eq!(store.get(&live.token_hash).await.expect("get").expect("present").last_active_at, 5_000);
     store.remove(&live.token_hash).await.expect("remove");
 }

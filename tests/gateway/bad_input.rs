@@ -144,7 +144,13 @@ async fn malformed_session_cookie_values_count_as_no_session() {
     ];
     for (what, cookie) in &values {
         let cookie = HeaderValue::from_bytes(cookie).unwrap();
-        let nav = client().get(gw.url("/app/x")).header("cookie", cookie.clone()).header("accept", "text/html").send().await.unwrap();
+        let nav = client()
+            .get(gw.url("/app/x"))
+            .header("cookie", cookie.clone())
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
         check(what, &nav);
         assert_eq!(nav.status(), 303, "{what}: a browser is sent to sign in");
         assert_eq!(nav.headers()["location"], "/.dalea/signin?rd=%2Fapp%2Fx", "{what}");
@@ -166,12 +172,17 @@ async fn malformed_session_cookie_values_count_as_no_session() {
         assert_eq!(public.status(), 200, "{what}");
         let echo: serde_json::Value = public.json().await.unwrap();
         assert!(seen(&echo, "x-dalea-user").is_empty(), "{what}");
-        assert!(seen(&echo, "cookie").iter().all(|c| !c.contains("dalea_session")), "{what}: {:?}", seen(&echo, "cookie"));
+        assert!(
+            seen(&echo, "cookie").iter().all(|c| !c.contains("dalea_session")),
+            "{what}: {:?}",
+            seen(&echo, "cookie")
+        );
     }
 
     // A well-formed token the store does not know: no session, and the dead cookie is cleared.
     let unknown = format!("dalea_session={b64}");
-    let resp = client().get(gw.url("/app")).header("cookie", &unknown).header("accept", "text/html").send().await.unwrap();
+    let resp =
+        client().get(gw.url("/app")).header("cookie", &unknown).header("accept", "text/html").send().await.unwrap();
     assert_eq!(resp.status(), 303);
     assert!(clears_our_cookie(&set_cookies(&resp)), "{:?}", set_cookies(&resp));
 }
@@ -193,7 +204,12 @@ async fn a_stale_duplicate_beside_the_live_cookie_works_in_either_order() {
     let revoked = sign_in(&gw, DEMO_EMAIL, FIREFOX_WIN).await;
     let live_id = session_id(&gw, &live).await;
     let revoked_id = session_id(&gw, &revoked).await;
-    let gone = client().delete(gw.url(&format!("/.dalea/api/sessions/{revoked_id}"))).header("cookie", &live).send().await.unwrap();
+    let gone = client()
+        .delete(gw.url(&format!("/.dalea/api/sessions/{revoked_id}")))
+        .header("cookie", &live)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(gone.status(), 204);
     let unknown = "dalea_session=abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ";
 
@@ -261,7 +277,8 @@ async fn foreign_cookies_reach_the_upstream_untouched() {
     assert_eq!(seen(&echo, "cookie"), vec![foreign.to_string()]);
 
     // Only foreign cookies on a session route: they are not mistaken for a session.
-    let resp = client().get(gw.url("/app")).header("cookie", foreign).header("accept", "text/html").send().await.unwrap();
+    let resp =
+        client().get(gw.url("/app")).header("cookie", foreign).header("accept", "text/html").send().await.unwrap();
     assert_eq!(resp.status(), 303);
     assert!(set_cookies(&resp).is_empty(), "no cookie of ours to clear: {:?}", set_cookies(&resp));
 }
@@ -336,7 +353,8 @@ async fn a_non_utf8_user_agent_at_sign_in_still_gives_a_listed_session() {
     assert_eq!(list[0]["id"], signed["session"]["id"]);
     assert!(list[0]["device"].as_str().is_some_and(|d| !d.trim().is_empty()), "{v}");
 
-    let page = client().get(gw.url("/.dalea/settings/security/sessions")).header("cookie", &cookie).send().await.unwrap();
+    let page =
+        client().get(gw.url("/.dalea/settings/security/sessions")).header("cookie", &cookie).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("This is you"));
 }
@@ -349,12 +367,19 @@ async fn oversized_sign_in_bodies_get_413() {
     let host = host_line(&gw);
     let (csrf_pair, token) = csrf(&gw).await;
     let csrf_cookie = format!("cookie: {csrf_pair}");
-    for (path, ctype) in [("/.dalea/signin", "application/x-www-form-urlencoded"), ("/.dalea/api/signin", "application/json")] {
+    for (path, ctype) in
+        [("/.dalea/signin", "application/x-www-form-urlencoded"), ("/.dalea/api/signin", "application/json")]
+    {
         let ctype = format!("content-type: {ctype}");
         // Declared too large: refused up front, before the body arrives.
         let r = send_raw(
             &gw,
-            &http1("POST", path.as_bytes(), &[&host, ctype.as_bytes(), csrf_cookie.as_bytes(), b"content-length: 1000000"], b"email=x"),
+            &http1(
+                "POST",
+                path.as_bytes(),
+                &[&host, ctype.as_bytes(), csrf_cookie.as_bytes(), b"content-length: 1000000"],
+                b"email=x",
+            ),
         );
         check_raw(path, &r);
         assert_eq!(r.status, 413, "{path} by Content-Length: {r:?}");
@@ -369,7 +394,12 @@ async fn oversized_sign_in_bodies_get_413() {
         chunked.extend_from_slice(b"0\r\n\r\n");
         let r = send_raw(
             &gw,
-            &http1("POST", path.as_bytes(), &[&host, ctype.as_bytes(), csrf_cookie.as_bytes(), b"transfer-encoding: chunked"], &chunked),
+            &http1(
+                "POST",
+                path.as_bytes(),
+                &[&host, ctype.as_bytes(), csrf_cookie.as_bytes(), b"transfer-encoding: chunked"],
+                &chunked,
+            ),
         );
         check_raw(path, &r);
         assert_eq!(r.status, 413, "{path} chunked: {r:?}");
@@ -392,7 +422,13 @@ async fn oversized_sign_in_bodies_get_413() {
     let ok = client()
         .post(gw.url("/.dalea/signin"))
         .header("cookie", &csrf_pair)
-        .form(&[("email", DEMO_EMAIL), ("password", PASSWORD), ("csrf_token", &token), ("rd", "/app"), ("padding", &padding)])
+        .form(&[
+            ("email", DEMO_EMAIL),
+            ("password", PASSWORD),
+            ("csrf_token", &token),
+            ("rd", "/app"),
+            ("padding", &padding),
+        ])
         .send()
         .await
         .unwrap();
@@ -402,7 +438,12 @@ async fn oversized_sign_in_bodies_get_413() {
     let chunked = format!("{:x}\r\n{json}\r\n0\r\n\r\n", json.len());
     let r = send_raw(
         &gw,
-        &http1("POST", b"/.dalea/api/signin", &[&host, b"content-type: application/json", b"transfer-encoding: chunked"], chunked.as_bytes()),
+        &http1(
+            "POST",
+            b"/.dalea/api/signin",
+            &[&host, b"content-type: application/json", b"transfer-encoding: chunked"],
+            chunked.as_bytes(),
+        ),
     );
     assert_eq!(r.status, 200, "{r:?}");
 
@@ -627,7 +668,8 @@ async fn redirect_targets_never_leave_the_site() {
         assert!(on_site(&field), "{rd:?} → hidden rd {field:?}");
 
         // Already signed in: straight on, but only on site.
-        let resp = client().get(gw.url("/.dalea/signin")).query(&[("rd", rd)]).header("cookie", &cookie).send().await.unwrap();
+        let resp =
+            client().get(gw.url("/.dalea/signin")).query(&[("rd", rd)]).header("cookie", &cookie).send().await.unwrap();
         check(rd, &resp);
         assert_eq!(resp.status(), 303, "{rd:?}");
         assert!(set_cookies(&resp).is_empty(), "{rd:?}: no header injection: {:?}", set_cookies(&resp));
@@ -686,7 +728,15 @@ async fn missing_or_odd_host_headers_get_clear_answers() {
         check_raw(&what, &r);
         assert!(r.status == 200 || r.status == 400, "{what}: {r:?}");
         // The sign-in form with an odd Host and a matching-looking Origin: refused cleanly.
-        let form = [lines.clone(), vec![b"content-type: application/x-www-form-urlencoded".as_slice(), b"origin: http://evil.example", b"content-length: 3"]].concat();
+        let form = [
+            lines.clone(),
+            vec![
+                b"content-type: application/x-www-form-urlencoded".as_slice(),
+                b"origin: http://evil.example",
+                b"content-length: 3",
+            ],
+        ]
+        .concat();
         let r = send_raw(&gw, &http1("POST", b"/.dalea/signin", &form, b"a=1"));
         check_raw(&what, &r);
         assert!(r.all("set-cookie").iter().all(|c| !c.starts_with("dalea_session=")), "{what}: {r:?}");
@@ -704,7 +754,9 @@ async fn host_specific_routes_do_not_match_a_missing_or_odd_host() {
         .start();
     let r = send_raw(&gw, &http1("GET", b"/", &[b"host: APP.Example:8080"], b""));
     assert_eq!(r.status, 200, "case and port do not matter: {r:?}");
-    for host in [&b""[..], b"host: app.example.evil", b"host: \xffapp.example", b"host: evil.example\r\nhost: app.example"] {
+    for host in
+        [&b""[..], b"host: app.example.evil", b"host: \xffapp.example", b"host: evil.example\r\nhost: app.example"]
+    {
         let lines: Vec<&[u8]> = if host.is_empty() { vec![] } else { vec![host] };
         let r = send_raw(&gw, &http1("GET", b"/", &lines, b""));
         let what = String::from_utf8_lossy(host).into_owned();
@@ -730,25 +782,118 @@ async fn bad_input_never_loses_a_stored_session() {
 
     let mut raw: Vec<(String, Vec<u8>)> = Vec::new();
     let mut add = |what: &str, req: Vec<u8>| raw.push((what.to_string(), req));
-    add("dup cookies", http1("GET", b"/app", &[&host, format!("cookie: {mac}; {win}; {sam}; dalea_session=x").as_bytes()], b""));
-    add("half-quoted token", http1("GET", b"/app", &[&host, format!("cookie: dalea_session=\"{}", token_of(&mac)).as_bytes()], b""));
-    add("truncated token", http1("GET", b"/app", &[&host, format!("cookie: {}", &mac[..mac.len() - 1]).as_bytes()], b""));
+    add(
+        "dup cookies",
+        http1("GET", b"/app", &[&host, format!("cookie: {mac}; {win}; {sam}; dalea_session=x").as_bytes()], b""),
+    );
+    add(
+        "half-quoted token",
+        http1("GET", b"/app", &[&host, format!("cookie: dalea_session=\"{}", token_of(&mac)).as_bytes()], b""),
+    );
+    add(
+        "truncated token",
+        http1("GET", b"/app", &[&host, format!("cookie: {}", &mac[..mac.len() - 1]).as_bytes()], b""),
+    );
     add("non-utf8 cookie", http1("GET", b"/app", &[&host, b"cookie: dalea_session=\xff\xff; \xfe=\xfd"], b""));
     add("non-utf8 xff", http1("GET", b"/app", &[&host, mac_line.as_bytes(), b"x-forwarded-for: \xff, 1.2.3.4"], b""));
     add("non-utf8 accept", http1("GET", b"/app", &[&host, mac_line.as_bytes(), b"accept: text/ht\xffml"], b""));
-    add("non-utf8 origin on sign-out", http1("POST", b"/.dalea/signout", &[&host, mac_line.as_bytes(), b"origin: http://\xff", b"content-type: application/x-www-form-urlencoded", b"content-length: 12"], b"csrf_token=x"));
-    add("sign-out without token", http1("POST", b"/.dalea/signout", &[&host, mac_line.as_bytes(), b"content-type: application/x-www-form-urlencoded", b"content-length: 3"], b"a=1"));
-    add("sign-out as json", http1("POST", b"/.dalea/signout", &[&host, mac_line.as_bytes(), b"content-type: application/json", b"content-length: 2"], b"{}"));
-    add("oversized sign-out", http1("POST", b"/.dalea/signout", &[&host, mac_line.as_bytes(), b"content-type: application/x-www-form-urlencoded", b"content-length: 999999"], b"csrf_token="));
+    add(
+        "non-utf8 origin on sign-out",
+        http1(
+            "POST",
+            b"/.dalea/signout",
+            &[
+                &host,
+                mac_line.as_bytes(),
+                b"origin: http://\xff",
+                b"content-type: application/x-www-form-urlencoded",
+                b"content-length: 12",
+            ],
+            b"csrf_token=x",
+        ),
+    );
+    add(
+        "sign-out without token",
+        http1(
+            "POST",
+            b"/.dalea/signout",
+            &[&host, mac_line.as_bytes(), b"content-type: application/x-www-form-urlencoded", b"content-length: 3"],
+            b"a=1",
+        ),
+    );
+    add(
+        "sign-out as json",
+        http1(
+            "POST",
+            b"/.dalea/signout",
+            &[&host, mac_line.as_bytes(), b"content-type: application/json", b"content-length: 2"],
+            b"{}",
+        ),
+    );
+    add(
+        "oversized sign-out",
+        http1(
+            "POST",
+            b"/.dalea/signout",
+            &[
+                &host,
+                mac_line.as_bytes(),
+                b"content-type: application/x-www-form-urlencoded",
+                b"content-length: 999999",
+            ],
+            b"csrf_token=",
+        ),
+    );
     add("GET sign-out", http1("GET", b"/.dalea/signout", &[&host, win_line.as_bytes()], b""));
     add("revoke garbage id", http1("DELETE", b"/.dalea/api/sessions/%00%ff..", &[&host, mac_line.as_bytes()], b""));
-    add("revoke long id", http1("DELETE", format!("/.dalea/api/sessions/{}", "A".repeat(2000)).as_bytes(), &[&host, mac_line.as_bytes()], b""));
-    add("revoke cross-site", http1("DELETE", format!("/.dalea/api/sessions/{win_id}").as_bytes(), &[&host, mac_line.as_bytes(), b"origin: https://evil.example"], b""));
-    add("revoke sec-fetch cross-site", http1("DELETE", format!("/.dalea/api/sessions/{win_id}").as_bytes(), &[&host, mac_line.as_bytes(), b"sec-fetch-site: cross-site"], b""));
-    add("revoke someone else's", http1("DELETE", format!("/.dalea/api/sessions/{sam_id}").as_bytes(), &[&host, mac_line.as_bytes()], b""));
-    add("revoke own", http1("DELETE", format!("/.dalea/api/sessions/{mac_id}").as_bytes(), &[&host, mac_line.as_bytes()], b""));
-    add("revoke form without token", http1("POST", format!("/.dalea/settings/security/sessions/{win_id}/revoke").as_bytes(), &[&host, mac_line.as_bytes(), b"content-type: application/x-www-form-urlencoded", b"content-length: 12"], b"csrf_token=x"));
-    add("revoke via GET", http1("GET", format!("/.dalea/api/sessions/{win_id}").as_bytes(), &[&host, mac_line.as_bytes()], b""));
+    add(
+        "revoke long id",
+        http1(
+            "DELETE",
+            format!("/.dalea/api/sessions/{}", "A".repeat(2000)).as_bytes(),
+            &[&host, mac_line.as_bytes()],
+            b"",
+        ),
+    );
+    add(
+        "revoke cross-site",
+        http1(
+            "DELETE",
+            format!("/.dalea/api/sessions/{win_id}").as_bytes(),
+            &[&host, mac_line.as_bytes(), b"origin: https://evil.example"],
+            b"",
+        ),
+    );
+    add(
+        "revoke sec-fetch cross-site",
+        http1(
+            "DELETE",
+            format!("/.dalea/api/sessions/{win_id}").as_bytes(),
+            &[&host, mac_line.as_bytes(), b"sec-fetch-site: cross-site"],
+            b"",
+        ),
+    );
+    add(
+        "revoke someone else's",
+        http1("DELETE", format!("/.dalea/api/sessions/{sam_id}").as_bytes(), &[&host, mac_line.as_bytes()], b""),
+    );
+    add(
+        "revoke own",
+        http1("DELETE", format!("/.dalea/api/sessions/{mac_id}").as_bytes(), &[&host, mac_line.as_bytes()], b""),
+    );
+    add(
+        "revoke form without token",
+        http1(
+            "POST",
+            format!("/.dalea/settings/security/sessions/{win_id}/revoke").as_bytes(),
+            &[&host, mac_line.as_bytes(), b"content-type: application/x-www-form-urlencoded", b"content-length: 12"],
+            b"csrf_token=x",
+        ),
+    );
+    add(
+        "revoke via GET",
+        http1("GET", format!("/.dalea/api/sessions/{win_id}").as_bytes(), &[&host, mac_line.as_bytes()], b""),
+    );
     add("chunked oversized sign-in", {
         let mut body = Vec::new();
         for _ in 0..20 {
@@ -757,27 +902,114 @@ async fn bad_input_never_loses_a_stored_session() {
             body.extend_from_slice(b"\r\n");
         }
         body.extend_from_slice(b"0\r\n\r\n");
-        http1("POST", b"/.dalea/api/signin", &[&host, mac_line.as_bytes(), b"content-type: application/json", b"transfer-encoding: chunked"], &body)
+        http1(
+            "POST",
+            b"/.dalea/api/signin",
+            &[&host, mac_line.as_bytes(), b"content-type: application/json", b"transfer-encoding: chunked"],
+            &body,
+        )
     });
-    add("garbage json sign-in with a cookie", http1("POST", b"/.dalea/api/signin", &[&host, mac_line.as_bytes(), b"content-type: application/json", b"content-length: 5"], b"{\"a\":"));
+    add(
+        "garbage json sign-in with a cookie",
+        http1(
+            "POST",
+            b"/.dalea/api/signin",
+            &[&host, mac_line.as_bytes(), b"content-type: application/json", b"content-length: 5"],
+            b"{\"a\":",
+        ),
+    );
     add("wrong password with a cookie", {
         let body = format!("{{\"email\":\"{DEMO_EMAIL}\",\"password\":\"wrong\"}}");
-        http1("POST", b"/.dalea/api/signin", &[&host, mac_line.as_bytes(), b"content-type: application/json", format!("content-length: {}", body.len()).as_bytes()], body.as_bytes())
+        http1(
+            "POST",
+            b"/.dalea/api/signin",
+            &[
+                &host,
+                mac_line.as_bytes(),
+                b"content-type: application/json",
+                format!("content-length: {}", body.len()).as_bytes(),
+            ],
+            body.as_bytes(),
+        )
     });
     add("unknown path", http1("GET", b"/.dalea/admin/dump", &[&host, mac_line.as_bytes()], b""));
     add("dot segments", http1("GET", b"/public/%2e%2e/app", &[&host, mac_line.as_bytes()], b""));
     add("no host", http1("GET", b"/app", &[mac_line.as_bytes()], b""));
     add("odd host", http1("GET", b"/.dalea/api/sessions", &[b"host: \xff", mac_line.as_bytes()], b""));
-    add("spoofed identity", http1("GET", b"/app", &[&host, b"x-dalea-user: sam", b"x-dalea-session: x", b"cookie: dalea_session=garbage"], b""));
-    add("broken chunked body", http1("POST", b"/.dalea/api/signin", &[&host, mac_line.as_bytes(), b"content-type: application/json", b"transfer-encoding: chunked"], b"zz\r\nabc\r\n0\r\n\r\n"));
-    add("non-numeric content-length", http1("POST", b"/.dalea/api/signin", &[&host, b"content-type: application/json", b"content-length: abc"], b"{}"));
-    add("negative content-length", http1("POST", b"/.dalea/signin", &[&host, b"content-type: application/x-www-form-urlencoded", b"content-length: -1"], b"a=1"));
-    add("conflicting content-lengths", http1("POST", b"/.dalea/api/signin", &[&host, b"content-type: application/json", b"content-length: 2", b"content-length: 5"], b"{}"));
-    add("content-length and chunked", http1("POST", b"/.dalea/api/signin", &[&host, b"content-type: application/json", b"content-length: 2", b"transfer-encoding: chunked"], b"2\r\n{}\r\n0\r\n\r\n"));
-    add("expect 100-continue, too large", http1("POST", b"/.dalea/api/signin", &[&host, b"content-type: application/json", b"content-length: 100000", b"expect: 100-continue"], b""));
+    add(
+        "spoofed identity",
+        http1(
+            "GET",
+            b"/app",
+            &[&host, b"x-dalea-user: sam", b"x-dalea-session: x", b"cookie: dalea_session=garbage"],
+            b"",
+        ),
+    );
+    add(
+        "broken chunked body",
+        http1(
+            "POST",
+            b"/.dalea/api/signin",
+            &[&host, mac_line.as_bytes(), b"content-type: application/json", b"transfer-encoding: chunked"],
+            b"zz\r\nabc\r\n0\r\n\r\n",
+        ),
+    );
+    add(
+        "non-numeric content-length",
+        http1(
+            "POST",
+            b"/.dalea/api/signin",
+            &[&host, b"content-type: application/json", b"content-length: abc"],
+            b"{}",
+        ),
+    );
+    add(
+        "negative content-length",
+        http1(
+            "POST",
+            b"/.dalea/signin",
+            &[&host, b"content-type: application/x-www-form-urlencoded", b"content-length: -1"],
+            b"a=1",
+        ),
+    );
+    add(
+        "conflicting content-lengths",
+        http1(
+            "POST",
+            b"/.dalea/api/signin",
+            &[&host, b"content-type: application/json", b"content-length: 2", b"content-length: 5"],
+            b"{}",
+        ),
+    );
+    add(
+        "content-length and chunked",
+        http1(
+            "POST",
+            b"/.dalea/api/signin",
+            &[&host, b"content-type: application/json", b"content-length: 2", b"transfer-encoding: chunked"],
+            b"2\r\n{}\r\n0\r\n\r\n",
+        ),
+    );
+    add(
+        "expect 100-continue, too large",
+        http1(
+            "POST",
+            b"/.dalea/api/signin",
+            &[&host, b"content-type: application/json", b"content-length: 100000", b"expect: 100-continue"],
+            b"",
+        ),
+    );
     let huge_cookie = format!("cookie: big={}; {mac}", "x".repeat(100_000));
     add("100 KB of foreign cookie", http1("GET", b"/app", &[&host, huge_cookie.as_bytes()], b""));
-    add("20 KB rd", http1("GET", format!("/.dalea/signin?rd=/{}", "a".repeat(20_000)).as_bytes(), &[&host, mac_line.as_bytes()], b""));
+    add(
+        "20 KB rd",
+        http1(
+            "GET",
+            format!("/.dalea/signin?rd=/{}", "a".repeat(20_000)).as_bytes(),
+            &[&host, mac_line.as_bytes()],
+            b"",
+        ),
+    );
     add("control byte in path", http1("GET", b"/app\x01x", &[&host, mac_line.as_bytes()], b""));
     add("non-utf8 path", http1("GET", b"/app/\xc3\xa9\xff", &[&host, mac_line.as_bytes()], b""));
     add("CONNECT", http1("CONNECT", b"evil.example:443", &[&host, mac_line.as_bytes()], b""));
@@ -798,7 +1030,8 @@ async fn bad_input_never_loses_a_stored_session() {
         assert_eq!(seen(&echo, "x-dalea-session"), vec![id.clone()]);
     }
     let (_, v) = sessions(&gw, &mac).await;
-    let mut ids: Vec<String> = v["sessions"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    let mut ids: Vec<String> =
+        v["sessions"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
     ids.sort();
     let mut expected = vec![mac_id.clone(), win_id.clone()];
     expected.sort();

@@ -130,7 +130,10 @@ async fn hash_password_prints_an_argon2id_hash_that_verifies() {
     assert!(dalea_gateway::auth::password::is_valid_hash(hash));
 
     let pool = dalea_gateway::auth::password::PasswordVerifierPool::new(1);
-    assert!(pool.verify("correct horse battery staple".into(), Some(hash.to_string())).await, "the trailing newline is not part of the password");
+    assert!(
+        pool.verify("correct horse battery staple".into(), Some(hash.to_string())).await,
+        "the trailing newline is not part of the password"
+    );
     assert!(!pool.verify("correct horse battery staple\n".into(), Some(hash.to_string())).await);
     assert!(!pool.verify("wrong".into(), Some(hash.to_string())).await);
 
@@ -299,7 +302,12 @@ async fn sigterm_exits_cleanly_keeps_sessions_and_flushes_the_last_activity() {
     drop(store);
     let mut again = Served::start(&[], Some(&gw.data));
     // (Listing is itself a request of this session, so it comes from the same address.)
-    let resp = client_from(from_2).get(again.url("/.dalea/api/sessions")).header("cookie", &cookie).send().await.expect("list");
+    let resp = client_from(from_2)
+        .get(again.url("/.dalea/api/sessions"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("list");
     assert_eq!(resp.status(), 200, "still signed in after the restart");
     let v: serde_json::Value = resp.json().await.expect("json");
     assert_eq!(v["sessions"][0]["id"], id.as_str());

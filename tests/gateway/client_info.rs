@@ -8,15 +8,15 @@ async fn locations_come_from_the_configured_geoip_database() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("city.mmdb");
     MmdbWriter::new("GeoIP2-City")
-        .insert("81.2.69.0/24".parse().unwrap(), City { city_en: Some("London"), country_en: Some("United Kingdom"), iso: Some("GB") })
+        .insert(
+            "81.2.69.0/24".parse().unwrap(),
+            City { city_en: Some("London"), country_en: Some("United Kingdom"), iso: Some("GB") },
+        )
         .insert("2001:218::/32".parse().unwrap(), City { city_en: None, country_en: Some("Japan"), iso: Some("JP") })
         .write(&db)
         .unwrap();
     let gw = Setup::default()
-        .toml(&format!(
-            "[client_info]\ntrusted_proxies = [\"127.0.0.1/32\"]\ngeoip_database = \"{}\"",
-            db.display()
-        ))
+        .toml(&format!("[client_info]\ntrusted_proxies = [\"127.0.0.1/32\"]\ngeoip_database = \"{}\"", db.display()))
         .start();
     let sign_in_from = |ip: &'static str| {
         let url = gw.url("/.dalea/api/signin");
@@ -38,8 +38,12 @@ async fn locations_come_from_the_configured_geoip_database() {
 
     // Listed from the Tokyo session: listing is itself a request, and counts as activity.
     let (_, v) = sessions(&gw, &tokyo).await;
-    let by_ip = |ip: &str| v["sessions"].as_array().unwrap().iter().find(|s| s["ip"] == ip).cloned().unwrap_or_default();
-    assert_eq!(by_ip("81.2.69.160")["location"], serde_json::json!({"city": "London", "country": "United Kingdom", "country_code": "GB"}));
+    let by_ip =
+        |ip: &str| v["sessions"].as_array().unwrap().iter().find(|s| s["ip"] == ip).cloned().unwrap_or_default();
+    assert_eq!(
+        by_ip("81.2.69.160")["location"],
+        serde_json::json!({"city": "London", "country": "United Kingdom", "country_code": "GB"})
+    );
     // The Tokyo session's latest request (the listing) came straight from 127.0.0.1.
     assert!(by_ip("127.0.0.1")["location"].is_null(), "loopback has no location");
     assert!(by_ip("8.8.8.8")["location"].is_null(), "no record → no location");

@@ -16,7 +16,8 @@ async fn a_session_idle_for_30_days_is_over_and_its_cookie_cleared() {
     gw.clock.advance(DAY * 29);
     assert_eq!(client().get(gw.url("/app")).header("cookie", &cookie).send().await.unwrap().status(), 200);
     gw.clock.advance(DAY * 30);
-    let resp = client().get(gw.url("/app")).header("cookie", &cookie).header("accept", "text/html").send().await.unwrap();
+    let resp =
+        client().get(gw.url("/app")).header("cookie", &cookie).header("accept", "text/html").send().await.unwrap();
     assert_eq!(resp.status(), 303);
     assert!(set_cookies(&resp).iter().any(|c| c.contains("Max-Age=0")));
 }
@@ -50,7 +51,13 @@ async fn activity_reaches_the_store_within_the_flush_interval() {
     let (_, v) = sessions(&gw, &cookie).await;
     let id = v["sessions"][0]["id"].as_str().unwrap().to_string();
     gw.clock.advance(Duration::from_secs(300));
-    let resp = client().get(gw.url("/app")).header("cookie", &cookie).header("x-forwarded-for", "198.51.100.23").send().await.unwrap();
+    let resp = client()
+        .get(gw.url("/app"))
+        .header("cookie", &cookie)
+        .header("x-forwarded-for", "198.51.100.23")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     // Poll the store itself (not the cache) for up to 5 s.
     let mut stored = None;

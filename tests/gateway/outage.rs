@@ -82,7 +82,8 @@ async fn an_outage_answers_503_signs_nobody_out_and_deletes_nothing() {
     // A session already in the cache keeps working without the store.
     assert_eq!(client().get(gw.url("/app")).header("cookie", &cached).send().await.unwrap().status(), 200);
     // One that is not: 503 with Retry-After — not a sign-in redirect, not a cleared cookie.
-    let resp = client().get(gw.url("/app")).header("cookie", &uncached).header("accept", "text/html").send().await.unwrap();
+    let resp =
+        client().get(gw.url("/app")).header("cookie", &uncached).header("accept", "text/html").send().await.unwrap();
     assert_eq!(resp.status(), 503);
     assert!(resp.headers().get("retry-after").is_some());
     assert!(resp.headers().get("location").is_none());

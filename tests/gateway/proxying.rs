@@ -48,7 +48,13 @@ async fn public_routes_strip_spoofed_identity_too() {
     let (status, got, _) = echo(
         &gw,
         "/public/info",
-        &[("x-dalea-user", "admin"), ("x-forwarded-for", "6.6.6.6"), ("x-forwarded-prefix", "//evil.example"), ("x-original-url", "/admin"), ("true-client-ip", "6.6.6.6")],
+        &[
+            ("x-dalea-user", "admin"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-prefix", "//evil.example"),
+            ("x-original-url", "/admin"),
+            ("true-client-ip", "6.6.6.6"),
+        ],
     )
     .await;
     assert_eq!(status, 200);
@@ -129,12 +135,29 @@ async fn encoded_and_parameterised_paths_cannot_reach_a_stricter_route() {
              [[routes]]\npath_prefix = \"/\"\nupstream = \"app\"\naccess = \"public\"\n",
         )
         .start();
-    let get = |target: &str| raw_request(gw.addr, format!("GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes());
-    for target in ["/%70rivate/secret", "/privat%65/secret", "/private", "//private/secret", "/\\private/secret", "/private;x/secret", "/private;jsessionid=1"] {
+    let get = |target: &str| {
+        raw_request(gw.addr, format!("GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+    };
+    for target in [
+        "/%70rivate/secret",
+        "/privat%65/secret",
+        "/private",
+        "//private/secret",
+        "/\\private/secret",
+        "/private;x/secret",
+        "/private;jsessionid=1",
+    ] {
         let resp = get(target);
         assert!(resp.starts_with("HTTP/1.1 401"), "{target} must need a session: {resp}");
     }
-    for target in ["/public/..%2fprivate/secret", "/private%2fsecret", "/%2fprivate/secret", "/x/..;/private/secret", "private/secret", "/a%00b"] {
+    for target in [
+        "/public/..%2fprivate/secret",
+        "/private%2fsecret",
+        "/%2fprivate/secret",
+        "/x/..;/private/secret",
+        "private/secret",
+        "/a%00b",
+    ] {
         let resp = get(target);
         assert!(resp.starts_with("HTTP/1.1 400"), "{target} must be refused: {resp}");
     }
@@ -158,10 +181,15 @@ async fn underscore_spellings_of_identity_headers_are_stripped_and_forwarding_he
         .await
         .unwrap();
     let got: serde_json::Value = resp.json().await.unwrap();
-    let names: Vec<String> = got["headers"].as_array().unwrap().iter().map(|h| h[0].as_str().unwrap().to_string()).collect();
+    let names: Vec<String> =
+        got["headers"].as_array().unwrap().iter().map(|h| h[0].as_str().unwrap().to_string()).collect();
     assert!(!names.iter().any(|n| n.contains('_')), "{names:?}");
     assert_eq!(seen(&got, "x-dalea-user"), vec!["sam"]);
-    assert_eq!(seen(&got, "x-forwarded-for"), vec!["203.0.113.1, 198.51.100.7, 127.0.0.1"], "every line of a trusted chain is kept");
+    assert_eq!(
+        seen(&got, "x-forwarded-for"),
+        vec!["203.0.113.1, 198.51.100.7, 127.0.0.1"],
+        "every line of a trusted chain is kept"
+    );
     assert_eq!(seen(&got, "x-real-ip"), vec!["198.51.100.7"], "the client as the gateway resolved it");
 }
 
@@ -184,7 +212,9 @@ async fn a_busy_listen_port_is_a_startup_error_naming_the_key() {
     );
     let overrides = dalea_gateway::config::Overrides { data_dir: Some(dir.path().join("data")), ..Default::default() };
     let config = dalea_gateway::config::Config::from_toml_str(&text, dir.path(), &[], &overrides).unwrap();
-    let err = dalea_gateway::server::build(config, std::sync::Arc::new(dalea_gateway::clock::SystemClock)).err().expect("must fail");
+    let err = dalea_gateway::server::build(config, std::sync::Arc::new(dalea_gateway::clock::SystemClock))
+        .err()
+        .expect("must fail");
     assert!(err.to_string().starts_with("server.listen: cannot listen on"), "{err}");
 }
 

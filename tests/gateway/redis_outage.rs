@@ -522,7 +522,12 @@ async fn a_read_that_raced_a_revoke_does_not_put_the_session_back_in_the_cache()
         while !read_done.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let resp = client().delete(r1.url(&format!("/.dalea/api/sessions/{id}"))).header("cookie", &mine).send().await.unwrap();
+        let resp = client()
+            .delete(r1.url(&format!("/.dalea/api/sessions/{id}")))
+            .header("cookie", &mine)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 204, "{case}");
         let returned = Instant::now();
         if drop_subscription {

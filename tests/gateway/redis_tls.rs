@@ -41,7 +41,8 @@ async fn replicas_share_sessions_and_revocations_through_a_tls_redis() {
 
     // Revoke through replica 1; replica 2 (which has the session cached) learns it from the
     // notice it receives over its TLS subscription.
-    let resp = client().delete(r1.url(&format!("/.dalea/api/sessions/{id}"))).header("cookie", &mine).send().await.unwrap();
+    let resp =
+        client().delete(r1.url(&format!("/.dalea/api/sessions/{id}"))).header("cookie", &mine).send().await.unwrap();
     assert_eq!(resp.status(), 204);
     let revoked_at = Instant::now();
     loop {

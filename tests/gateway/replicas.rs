@@ -25,9 +25,17 @@ async fn a_revoke_on_one_replica_signs_the_session_out_on_the_other() {
         // Browse through replica 2 (the session is now in its cache).
         assert_eq!(client().get(r2.url("/app")).header("cookie", &other).send().await.unwrap().status(), 200);
         let (_, v) = sessions(&r2, &other).await;
-        let id = v["sessions"].as_array().unwrap().iter().find(|s| s["current"] == true).unwrap()["id"].as_str().unwrap().to_string();
+        let id = v["sessions"].as_array().unwrap().iter().find(|s| s["current"] == true).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
 
-        let resp = client().delete(r1.url(&format!("/.dalea/api/sessions/{id}"))).header("cookie", &mine).send().await.unwrap();
+        let resp = client()
+            .delete(r1.url(&format!("/.dalea/api/sessions/{id}")))
+            .header("cookie", &mine)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 204);
         let revoked_at = Instant::now();
         loop {

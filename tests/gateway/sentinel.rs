@@ -82,8 +82,13 @@ async fn a_sentinel_failover_under_traffic_signs_nobody_out_and_revocation_still
     loop {
         let resumed = |stream: usize| {
             let seen = seen.lock().unwrap();
-            let last: Vec<u16> =
-                seen.iter().rev().filter(|s| s.stream == stream && s.at > killed_at).take(5).map(|s| s.status).collect();
+            let last: Vec<u16> = seen
+                .iter()
+                .rev()
+                .filter(|s| s.stream == stream && s.at > killed_at)
+                .take(5)
+                .map(|s| s.status)
+                .collect();
             last.len() == 5 && last.iter().all(|&s| s == 200)
         };
         if (0..3).all(resumed) {
@@ -115,8 +120,10 @@ async fn a_sentinel_failover_under_traffic_signs_nobody_out_and_revocation_still
     let (_, v) = sessions(&r1, &admin).await;
     let list = v["sessions"].as_array().expect("session list");
     assert_eq!(list.len(), 2, "both sessions are listed after the failover: {v}");
-    let id = list.iter().find(|s| s["current"] == false).expect("the first session")["id"].as_str().unwrap().to_string();
-    let resp = client().delete(r1.url(&format!("/.dalea/api/sessions/{id}"))).header("cookie", &admin).send().await.unwrap();
+    let id =
+        list.iter().find(|s| s["current"] == false).expect("the first session")["id"].as_str().unwrap().to_string();
+    let resp =
+        client().delete(r1.url(&format!("/.dalea/api/sessions/{id}"))).header("cookie", &admin).send().await.unwrap();
     assert_eq!(resp.status(), 204);
     let revoked_at = Instant::now();
     loop {

@@ -20,7 +20,19 @@ async fn the_list_shows_every_device_most_recent_first_and_marks_this_one() {
     assert_eq!(list[1]["current"], false);
     assert_ne!(list[0]["last_active"], list[1]["last_active"]);
     for s in list {
-        for key in ["id", "browser", "os", "device", "ip", "location", "last_active", "created_at", "sign_in_method", "auth_strength", "current"] {
+        for key in [
+            "id",
+            "browser",
+            "os",
+            "device",
+            "ip",
+            "location",
+            "last_active",
+            "created_at",
+            "sign_in_method",
+            "auth_strength",
+            "current",
+        ] {
             assert!(s.get(key).is_some(), "missing {key}");
         }
         assert_eq!(s["auth_strength"]["elevated"], false);
@@ -44,32 +56,53 @@ async fn revoking_another_session_signs_it_out_at_its_very_next_request() {
     let mine = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
     let other = sign_in(&gw, DEMO_EMAIL, FIREFOX_WIN).await;
     let (_, v) = sessions(&gw, &mine).await;
-    let other_id = v["sessions"].as_array().unwrap().iter().find(|s| s["current"] == false).unwrap()["id"].as_str().unwrap().to_string();
-    let my_id = v["sessions"].as_array().unwrap().iter().find(|s| s["current"] == true).unwrap()["id"].as_str().unwrap().to_string();
+    let other_id = v["sessions"].as_array().unwrap().iter().find(|s| s["current"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let my_id = v["sessions"].as_array().unwrap().iter().find(|s| s["current"] == true).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // Warm the other session into the cache first, so revocation must evict it.
     let before = client().get(gw.url("/app")).header("cookie", &other).send().await.unwrap();
     assert_eq!(before.status(), 200);
 
-    let resp = client().delete(gw.url(&format!("/.dalea/api/sessions/{other_id}"))).header("cookie", &mine).send().await.unwrap();
+    let resp = client()
+        .delete(gw.url(&format!("/.dalea/api/sessions/{other_id}")))
+        .header("cookie", &mine)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 204);
 
-    let after = client().get(gw.url("/app")).header("cookie", &other).header("accept", "text/html").send().await.unwrap();
+    let after =
+        client().get(gw.url("/app")).header("cookie", &other).header("accept", "text/html").send().await.unwrap();
     assert_eq!(after.status(), 303);
     assert!(after.headers()["location"].to_str().unwrap().starts_with("/.dalea/signin"));
-    assert!(set_cookies(&after).iter().any(|c| c.starts_with("dalea_session=;") && c.contains("Max-Age=0")), "the dead cookie is cleared");
+    assert!(
+        set_cookies(&after).iter().any(|c| c.starts_with("dalea_session=;") && c.contains("Max-Age=0")),
+        "the dead cookie is cleared"
+    );
     let api = client().get(gw.url("/app")).header("cookie", &other).send().await.unwrap();
     assert_eq!(api.status(), 401);
 
     // Own session: 409 pointing to sign out. Unknown or someone else's: 404.
-    let own = client().delete(gw.url(&format!("/.dalea/api/sessions/{my_id}"))).header("cookie", &mine).send().await.unwrap();
+    let own =
+        client().delete(gw.url(&format!("/.dalea/api/sessions/{my_id}"))).header("cookie", &mine).send().await.unwrap();
     assert_eq!(own.status(), 409);
     assert!(own.text().await.unwrap().contains("sign out"));
     let sam = sign_in(&gw, SAM_EMAIL, CHROME_MAC).await;
     let (_, sv) = sessions(&gw, &sam).await;
     let sam_id = sv["sessions"][0]["id"].as_str().unwrap().to_string();
     for id in [sam_id.as_str(), "AAAAAAAAAAAAAAAAAAAAAA", "not-an-id", &other_id] {
-        let resp = client().delete(gw.url(&format!("/.dalea/api/sessions/{id}"))).header("cookie", &mine).send().await.unwrap();
+        let resp = client()
+            .delete(gw.url(&format!("/.dalea/api/sessions/{id}")))
+            .header("cookie", &mine)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 404, "{id}");
     }
     assert_eq!(sessions(&gw, &sam).await.1["sessions"].as_array().unwrap().len(), 1, "Sam's session is untouched");
@@ -81,7 +114,10 @@ async fn the_revoke_api_refuses_cross_site_browsers() {
     let mine = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
     let other = sign_in(&gw, DEMO_EMAIL, FIREFOX_WIN).await;
     let (_, v) = sessions(&gw, &other).await;
-    let other_id = v["sessions"].as_array().unwrap().iter().find(|s| s["current"] == true).unwrap()["id"].as_str().unwrap().to_string();
+    let other_id = v["sessions"].as_array().unwrap().iter().find(|s| s["current"] == true).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let resp = client()
         .delete(gw.url(&format!("/.dalea/api/sessions/{other_id}")))
         .header("cookie", &mine)
@@ -106,13 +142,16 @@ async fn the_html_page_lists_sessions_and_its_x_revokes_with_a_csrf_token() {
     assert!(html.contains("This is you"));
     assert_eq!(html.matches("/revoke\"").count(), 1, "an × on every row but the current one");
     let token = html.split("name=\"csrf_token\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
-    let action = html.split("action=\"").find(|a| a.contains("/revoke")).unwrap().split('"').next().unwrap().to_string();
+    let action =
+        html.split("action=\"").find(|a| a.contains("/revoke")).unwrap().split('"').next().unwrap().to_string();
 
-    let forged = client().post(gw.url(&action)).header("cookie", &mine).form(&[("csrf_token", "nope")]).send().await.unwrap();
+    let forged =
+        client().post(gw.url(&action)).header("cookie", &mine).form(&[("csrf_token", "nope")]).send().await.unwrap();
     assert_eq!(forged.status(), 403);
     assert_eq!(client().get(gw.url("/app")).header("cookie", &other).send().await.unwrap().status(), 200);
 
-    let resp = client().post(gw.url(&action)).header("cookie", &mine).form(&[("csrf_token", &token)]).send().await.unwrap();
+    let resp =
+        client().post(gw.url(&action)).header("cookie", &mine).form(&[("csrf_token", &token)]).send().await.unwrap();
     assert_eq!(resp.status(), 303);
     assert_eq!(resp.headers()["location"], "/.dalea/settings/security/sessions?done=revoked");
     assert_eq!(client().get(gw.url("/app")).header("cookie", &other).send().await.unwrap().status(), 401);
@@ -139,9 +178,14 @@ async fn removing_a_person_from_the_users_file_ends_their_sessions() {
 
     std::fs::write(&gw.users_file, "[[users]]\nemail = \"broken").unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    assert_eq!(client().get(gw.url("/app")).header("cookie", &sam).send().await.unwrap().status(), 200, "a broken file is not applied");
+    assert_eq!(
+        client().get(gw.url("/app")).header("cookie", &sam).send().await.unwrap().status(),
+        200,
+        "a broken file is not applied"
+    );
 
-    let without_sam = original.split("[[users]]").filter(|u| !u.contains(SAM_EMAIL)).collect::<Vec<_>>().join("[[users]]");
+    let without_sam =
+        original.split("[[users]]").filter(|u| !u.contains(SAM_EMAIL)).collect::<Vec<_>>().join("[[users]]");
     std::fs::write(&gw.users_file, without_sam).unwrap();
     let mut status = 200;
     for _ in 0..60 {

@@ -105,7 +105,8 @@ async fn form_sign_in_returns_to_the_page_and_refuses_forged_posts() {
         .unwrap();
     assert_eq!(cross.status(), 403);
 
-    let ok = client().post(gw.url("/.dalea/signin")).header("cookie", &csrf_pair).form(&form(&token)).send().await.unwrap();
+    let ok =
+        client().post(gw.url("/.dalea/signin")).header("cookie", &csrf_pair).form(&form(&token)).send().await.unwrap();
     assert_eq!(ok.status(), 303);
     assert_eq!(ok.headers()["location"], "/app/page?x=1");
     let cookie = session_cookie(&ok).expect("signed in");
@@ -116,7 +117,14 @@ async fn form_sign_in_returns_to_the_page_and_refuses_forged_posts() {
 #[tokio::test]
 async fn off_site_redirect_targets_fall_back_to_the_root() {
     let gw = TestGateway::start();
-    for rd in ["//evil.example", "/\\evil.example", "https://evil.example", "/%09/evil.example", "/%2F%2Fevil.example", "javascript:alert(1)"] {
+    for rd in [
+        "//evil.example",
+        "/\\evil.example",
+        "https://evil.example",
+        "/%09/evil.example",
+        "/%2F%2Fevil.example",
+        "javascript:alert(1)",
+    ] {
         let page = client().get(gw.url("/.dalea/signin")).query(&[("rd", rd)]).send().await.unwrap();
         let csrf_pair = set_cookies(&page).into_iter().find(|c| c.starts_with("dalea_csrf=")).unwrap();
         let csrf_pair = csrf_pair.split(';').next().unwrap().to_string();
@@ -130,7 +138,10 @@ async fn off_site_redirect_targets_fall_back_to_the_root() {
             .unwrap();
         assert_eq!(resp.status(), 303, "{rd}");
         let location = resp.headers()["location"].to_str().unwrap().to_string();
-        assert!(location == "/" || (location.starts_with('/') && !location.starts_with("//") && !location.contains("evil")), "{rd} → {location}");
+        assert!(
+            location == "/" || (location.starts_with('/') && !location.starts_with("//") && !location.contains("evil")),
+            "{rd} → {location}"
+        );
     }
 }
 
@@ -138,18 +149,27 @@ async fn off_site_redirect_targets_fall_back_to_the_root() {
 async fn sign_out_ends_the_session_and_clears_the_cookie() {
     let gw = TestGateway::start();
     let cookie = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
-    let page = client().get(gw.url("/.dalea/settings/security/sessions")).header("cookie", &cookie).send().await.unwrap();
+    let page =
+        client().get(gw.url("/.dalea/settings/security/sessions")).header("cookie", &cookie).send().await.unwrap();
     let html = page.text().await.unwrap();
     let token = html.split("name=\"csrf_token\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
 
-    let no_token = client().post(gw.url("/.dalea/signout")).header("cookie", &cookie).form(&[("x", "1")]).send().await.unwrap();
+    let no_token =
+        client().post(gw.url("/.dalea/signout")).header("cookie", &cookie).form(&[("x", "1")]).send().await.unwrap();
     assert_eq!(no_token.status(), 403, "sign-out needs the CSRF token");
 
-    let resp = client().post(gw.url("/.dalea/signout")).header("cookie", &cookie).form(&[("csrf_token", &token)]).send().await.unwrap();
+    let resp = client()
+        .post(gw.url("/.dalea/signout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf_token", &token)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 303);
     assert_eq!(resp.headers()["location"], "/.dalea/signin");
     assert!(set_cookies(&resp).iter().any(|c| c.starts_with("dalea_session=;") && c.contains("Max-Age=0")));
-    let after = client().get(gw.url("/x")).header("cookie", &cookie).header("accept", "text/html").send().await.unwrap();
+    let after =
+        client().get(gw.url("/x")).header("cookie", &cookie).header("accept", "text/html").send().await.unwrap();
     assert_eq!(after.status(), 303);
 }
 
@@ -199,7 +219,14 @@ async fn concurrent_guesses_cannot_slip_past_the_limit() {
             let url = gw.url("/.dalea/api/signin");
             let password = if i == 39 { PASSWORD.to_string() } else { format!("guess{i}") };
             tokio::spawn(async move {
-                client().post(url).json(&serde_json::json!({"email": DEMO_EMAIL, "password": password})).send().await.unwrap().status().as_u16()
+                client()
+                    .post(url)
+                    .json(&serde_json::json!({"email": DEMO_EMAIL, "password": password}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
             })
         })
         .collect();

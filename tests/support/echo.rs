@@ -42,61 +42,63 @@ impl EchoUpstream {
 }
 
 async fn serve(listener: TcpListener) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
             loop {
-                let Ok((mut stream, _)) = listener.accept().await else { continue };
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 8192];
-                    loop {
-                        let parsed = {
-                            let mut headers = [httparse::EMPTY_HEADER; 96];
-                            let mut req = httparse::Request::new(&mut headers);
-                            match req.parse(&buf) {
-                                Ok(httparse::Status::Complete(len)) => Some(describe(&req, len)),
-                                Ok(httparse::Status::Partial) => None,
-                                Err(_) => return,
-                            }
-                        };
-                        let Some((len, body_len, method, path, headers)) = parsed else {
-                            match stream.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => {
-                                    buf.extend_from_slice(&chunk[..n]);
-                                    continue;
-                                }
-                            }
-                        };
-                        while buf.len() < len + body_len {
-                            match stream.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        let body = serde_json::json!({
-                            "method": method,
-                            "path": path,
-                            "headers": headers,
-                            "body_len": body_len,
-                        })
-                        .to_string();
-                        let mut extra = String::new();
-                        if let Some(name) = path.split("set-cookie=").nth(1) {
-                            let name = name.split('&').next().unwrap_or("");
-                            extra.push_str(&format!("set-cookie: {name}=from-upstream; Path=/\r\nset-cookie: app_pref=dark; Path=/\r\n"));
-                        }
-                        let head = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n",
-                            body.len()
-                        );
-                        buf.drain(..len + body_len);
-                        // One write: a head and body sent separately meet Nagle + delayed ACK.
-                        if stream.write_all(&[head.into_bytes(), body.into_bytes()].concat()).await.is_err() {
-                            return;
+                let parsed = {
+                    let mut headers = [httparse::EMPTY_HEADER; 96];
+                    let mut req = httparse::Request::new(&mut headers);
+                    match req.parse(&buf) {
+                        Ok(httparse::Status::Complete(len)) => Some(describe(&req, len)),
+                        Ok(httparse::Status::Partial) => None,
+                        Err(_) => return,
+                    }
+                };
+                let Some((len, body_len, method, path, headers)) = parsed else {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            buf.extend_from_slice(&chunk[..n]);
+                            continue;
                         }
                     }
-                });
+                };
+                while buf.len() < len + body_len {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body = serde_json::json!({
+                    "method": method,
+                    "path": path,
+                    "headers": headers,
+                    "body_len": body_len,
+                })
+                .to_string();
+                let mut extra = String::new();
+                if let Some(name) = path.split("set-cookie=").nth(1) {
+                    let name = name.split('&').next().unwrap_or("");
+                    extra.push_str(&format!(
+                        "set-cookie: {name}=from-upstream; Path=/\r\nset-cookie: app_pref=dark; Path=/\r\n"
+                    ));
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n",
+                    body.len()
+                );
+                buf.drain(..len + body_len);
+                // One write: a head and body sent separately meet Nagle + delayed ACK.
+                if stream.write_all(&[head.into_bytes(), body.into_bytes()].concat()).await.is_err() {
+                    return;
+                }
             }
+        });
+    }
 }
 
 type Described = (usize, usize, String, String, Vec<serde_json::Value>);
@@ -120,11 +122,6 @@ fn describe(req: &httparse::Request, len: usize) -> Described {
 pub fn seen(echo: &serde_json::Value, name: &str) -> Vec<String> {
     echo["headers"]
         .as_array()
-        .map(|hs| {
-            hs.iter()
-                .filter(|h| h[0] == name)
-                .filter_map(|h| h[1].as_str().map(str::to_string))
-                .collect()
-        })
+        .map(|hs| hs.iter().filter(|h| h[0] == name).filter_map(|h| h[1].as_str().map(str::to_string)).collect())
         .unwrap_or_default()
 }

@@ -116,10 +116,7 @@ impl MmdbWriter {
 
     /// 24, 28 or 32.
     pub fn record_size(mut self, bits: u16) -> Self {
-        assert!(
-            matches!(bits, 24 | 28 | 32),
-            "record size must be 24, 28 or 32"
-        );
+        assert!(matches!(bits, 24 | 28 | 32), "record size must be 24, 28 or 32");
         self.record_size = bits;
         self
     }
@@ -156,11 +153,7 @@ impl MmdbWriter {
                 Rec::Node(n) => n as u64,
                 Rec::Data(d) => (node_count + 16 + offsets[&d]) as u64,
             };
-            assert!(
-                v <= max,
-                "record value {v} does not fit in {} bits",
-                self.record_size
-            );
+            assert!(v <= max, "record value {v} does not fit in {} bits", self.record_size);
             v
         };
 
@@ -195,10 +188,7 @@ impl MmdbWriter {
             ("binary_format_major_version", Value::U16(2)),
             ("binary_format_minor_version", Value::U16(0)),
             ("build_epoch", Value::U64(self.build_epoch)),
-            (
-                "description",
-                Value::map([("en", Value::str("Dalea test database"))]),
-            ),
+            ("description", Value::map([("en", Value::str("Dalea test database"))])),
         ]);
         encode(&metadata, &mut out);
         out

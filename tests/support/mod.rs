@@ -26,7 +26,8 @@ pub const DEMO_EMAIL: &str = "demo@example.com";
 pub const SAM_EMAIL: &str = "sam@example.com";
 pub const PASSWORD: &str = "dalea-demo";
 /// argon2id of "dalea-demo".
-pub const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$II00VqDU3gUAWcBe4VuR5g$4k5so/kEu4nZSUQRaTvKME1UHS1AyiQFOQGI1Ah1UMM";
+pub const HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$II00VqDU3gUAWcBe4VuR5g$4k5so/kEu4nZSUQRaTvKME1UHS1AyiQFOQGI1Ah1UMM";
 
 pub const CHROME_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 pub const FIREFOX_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0";
@@ -161,7 +162,8 @@ impl Setup {
         if let Some(wrap) = self.wrap_store {
             store = wrap(store);
         }
-        let built = dalea_gateway::server::build_with_store(config, Arc::new(self.clock.clone()), store).expect("gateway builds");
+        let built = dalea_gateway::server::build_with_store(config, Arc::new(self.clock.clone()), store)
+            .expect("gateway builds");
         let state = built.state.clone();
         let (tx, rx) = oneshot::channel();
         let server = built.server;
@@ -236,7 +238,10 @@ pub fn client() -> reqwest::Client {
 
 /// The `name=value` part of our session cookie in a response, if it sets one.
 pub fn session_cookie(resp: &reqwest::Response) -> Option<String> {
-    set_cookies(resp).into_iter().find(|c| c.contains("dalea_session=")).map(|c| c.split(';').next().unwrap_or_default().to_string())
+    set_cookies(resp)
+        .into_iter()
+        .find(|c| c.contains("dalea_session="))
+        .map(|c| c.split(';').next().unwrap_or_default().to_string())
 }
 
 pub fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
@@ -283,9 +288,9 @@ pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
         }
         let text = String::from_utf8_lossy(&out);
         if let Some(end) = text.find("\r\n\r\n") {
-            let len = text[..end]
-                .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)));
+            let len = text[..end].lines().find_map(|l| {
+                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))
+            });
             if let Some(len) = len {
                 if out.len() >= end + 4 + len {
                     break;
@@ -303,7 +308,10 @@ pub const SUBSCRIBE_WITHIN: Duration = Duration::from_secs(10);
 pub async fn subscribed(gw: &TestGateway, within: Duration) {
     let deadline = std::time::Instant::now() + within;
     while !gw.state.sessions.cache.is_trusted() {
-        assert!(std::time::Instant::now() < deadline, "the replica did not subscribe to revocation notices within {within:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica did not subscribe to revocation notices within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

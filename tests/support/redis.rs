@@ -161,9 +161,15 @@ fn openssl(dir: &Path, args: &[&str]) {
 impl TlsFiles {
     pub fn generate(dir: &Path) -> TlsFiles {
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=Dalea Test CA", "-keyout", "ca.key", "-out", "ca.pem"];
+        let mut ca =
+            vec!["req", "-x509", "-days", "2", "-subj", "/CN=Dalea Test CA", "-keyout", "ca.key", "-out", "ca.pem"];
         ca.extend_from_slice(&ec);
-        ca.extend_from_slice(&["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+        ca.extend_from_slice(&[
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
         openssl(dir, &ca);
         let mut csr = vec!["req", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"];
         csr.extend_from_slice(&ec);
@@ -176,11 +182,28 @@ impl TlsFiles {
         openssl(
             dir,
             &[
-                "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days",
-                "2", "-extfile", "server.ext", "-out", "server.pem",
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+                "-out",
+                "server.pem",
             ],
         );
-        TlsFiles { ca_cert: dir.join("ca.pem"), server_cert: dir.join("server.pem"), server_key: dir.join("server.key") }
+        TlsFiles {
+            ca_cert: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+        }
     }
 }
 
@@ -518,7 +541,8 @@ impl RedisSentinelSetup {
         let port = self.current_master_port();
         let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the master");
         stream.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
-        let req = "*3\r\n$3\r\nSET\r\n$15\r\ndalea-test-sync\r\n$1\r\n1\r\n*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$4\r\n3000\r\n";
+        let req =
+            "*3\r\n$3\r\nSET\r\n$15\r\ndalea-test-sync\r\n$1\r\n1\r\n*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$4\r\n3000\r\n";
         stream.write_all(req.as_bytes()).expect("send SET + WAIT");
         let mut reader = BufReader::new(stream);
         let mut replies = Vec::new();

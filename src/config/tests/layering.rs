@@ -8,18 +8,10 @@ fn env_sets_string_bool_and_list() {
     let env = [
         ("DALEA__SESSION__COOKIE_NAME", "from_env"),
         ("DALEA__SESSION__COOKIE_SECURE", "false"),
-        (
-            "DALEA__CLIENT_INFO__TRUSTED_PROXIES",
-            "10.0.0.0/8, 192.168.0.1",
-        ),
+        ("DALEA__CLIENT_INFO__TRUSTED_PROXIES", "10.0.0.0/8, 192.168.0.1"),
         ("DALEA__SERVER__THREADS", "7"),
     ];
-    let c = load_with(
-        &with("[session]\ncookie_name = \"from_file\""),
-        &env,
-        &Overrides::default(),
-    )
-    .unwrap();
+    let c = load_with(&with("[session]\ncookie_name = \"from_file\""), &env, &Overrides::default()).unwrap();
     assert_eq!(c.session.cookie_name, "from_env");
     assert!(!c.session.cookie_secure);
     assert_eq!(c.client_info.trusted_proxies.len(), 2);
@@ -34,10 +26,7 @@ fn env_errors_name_key_and_variable() {
     assert!(err.message.contains("DALEA__SESSION__COOKIE_NAEM"), "{err}");
 
     let err = load_with(MINIMAL, &[("DALEA__SESSION__COOKIE_SECURE", "maybe")], &o).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "session.cookie_secure: DALEA__SESSION__COOKIE_SECURE=\"maybe\" is not true or false"
-    );
+    assert_eq!(err.to_string(), "session.cookie_secure: DALEA__SESSION__COOKIE_SECURE=\"maybe\" is not true or false");
 
     let err = load_with(MINIMAL, &[("DALEA__ROUTES__UPSTREAM", "x")], &o).unwrap_err();
     assert_eq!(err.key, "routes");
@@ -45,17 +34,10 @@ fn env_errors_name_key_and_variable() {
     // Validation errors for a value from the environment say which variable set it.
     let err = load_with(MINIMAL, &[("DALEA__SESSION__IDLE_TIMEOUT", "31d")], &o).unwrap_err();
     assert_eq!(err.key, "session.idle_timeout");
-    assert!(
-        err.message
-            .ends_with(" (set by DALEA__SESSION__IDLE_TIMEOUT)"),
-        "{err}"
-    );
+    assert!(err.message.ends_with(" (set by DALEA__SESSION__IDLE_TIMEOUT)"), "{err}");
     let err = load_with(MINIMAL, &[("DALEA__STORE__KIND", "postgres")], &o).unwrap_err();
     assert_eq!(err.key, "store.kind");
-    assert!(
-        err.message.ends_with(" (set by DALEA__STORE__KIND)"),
-        "{err}"
-    );
+    assert!(err.message.ends_with(" (set by DALEA__STORE__KIND)"), "{err}");
     // ...and file errors do not.
     let err = load_with(&with("[session]\nidle_timeout = \"31d\""), &[], &o).unwrap_err();
     assert!(!err.message.contains("set by"), "{err}");
@@ -63,7 +45,8 @@ fn env_errors_name_key_and_variable() {
 
 #[test]
 fn flags_beat_env_beat_file() {
-    let file = with("[server]\nlisten = \"127.0.0.1:1001\"\nadmin_listen = \"127.0.0.1:2001\"\n[store]\npath = \"file-data\"");
+    let file =
+        with("[server]\nlisten = \"127.0.0.1:1001\"\nadmin_listen = \"127.0.0.1:2001\"\n[store]\npath = \"file-data\"");
     let env = [
         ("DALEA__SERVER__LISTEN", "127.0.0.1:1002"),
         ("DALEA__SERVER__ADMIN_LISTEN", "127.0.0.1:2002"),
@@ -72,17 +55,11 @@ fn flags_beat_env_beat_file() {
     let none = Overrides::default();
 
     let c = load_with(&file, &[], &none).unwrap();
-    assert_eq!(
-        (c.server.listen, c.server.admin_listen),
-        (addr("127.0.0.1:1001"), addr("127.0.0.1:2001"))
-    );
+    assert_eq!((c.server.listen, c.server.admin_listen), (addr("127.0.0.1:1001"), addr("127.0.0.1:2001")));
     assert_eq!(c.store.path, PathBuf::from("/etc/dalea/file-data"));
 
     let c = load_with(&file, &env, &none).unwrap();
-    assert_eq!(
-        (c.server.listen, c.server.admin_listen),
-        (addr("127.0.0.1:1002"), addr("127.0.0.1:2002"))
-    );
+    assert_eq!((c.server.listen, c.server.admin_listen), (addr("127.0.0.1:1002"), addr("127.0.0.1:2002")));
     assert_eq!(c.store.path, PathBuf::from("/etc/dalea/env-data"));
 
     let flags = Overrides {
@@ -91,10 +68,7 @@ fn flags_beat_env_beat_file() {
         data_dir: Some(PathBuf::from("flag-data")),
     };
     let c = load_with(&file, &env, &flags).unwrap();
-    assert_eq!(
-        (c.server.listen, c.server.admin_listen),
-        (addr("127.0.0.1:1003"), addr("127.0.0.1:2003"))
-    );
+    assert_eq!((c.server.listen, c.server.admin_listen), (addr("127.0.0.1:1003"), addr("127.0.0.1:2003")));
     assert_eq!(c.store.path, PathBuf::from("flag-data"));
 }
 
@@ -104,14 +78,7 @@ fn an_empty_trusted_proxies_variable_clears_the_file_list() {
     let o = Overrides::default();
     let c = load_with(&text, &[("DALEA__CLIENT_INFO__TRUSTED_PROXIES", "")], &o).unwrap();
     assert!(c.client_info.trusted_proxies.is_empty());
-    assert_eq!(
-        load_with(&text, &[], &o)
-            .unwrap()
-            .client_info
-            .trusted_proxies
-            .len(),
-        1
-    );
+    assert_eq!(load_with(&text, &[], &o).unwrap().client_info.trusted_proxies.len(), 1);
 }
 
 #[test]
@@ -121,8 +88,7 @@ fn users_file_from_the_environment_is_remembered_for_its_errors() {
     assert_eq!(c.users.file, PathBuf::from("/srv/people.toml"));
     assert_eq!(c.users.set_by.as_deref(), Some("DALEA__USERS__FILE"));
     assert_eq!(
-        c.users
-            .annotate("cannot read users file /srv/people.toml: not found"),
+        c.users.annotate("cannot read users file /srv/people.toml: not found"),
         "cannot read users file /srv/people.toml: not found (set by DALEA__USERS__FILE)"
     );
 

@@ -12,9 +12,7 @@ fn routes_are_checked() {
     let prefix = |p: &str| {
         let line = format!("upstream = \"app\"\npath_prefix = '{p}'");
         let text = MINIMAL.replace("upstream = \"app\"", &line);
-        load(&text)
-            .map(|c| c.routes[0].path_prefix.clone())
-            .map_err(|e| e.key)
+        load(&text).map(|c| c.routes[0].path_prefix.clone()).map_err(|e| e.key)
     };
     let bad = [
         "/.dalea",
@@ -48,20 +46,13 @@ fn routes_are_checked() {
 #[test]
 fn route_host_is_normalised() {
     let host = |h: &str| {
-        let text = MINIMAL.replace(
-            "upstream = \"app\"",
-            &format!("upstream = \"app\"\nhost = \"{h}\""),
-        );
-        load(&text)
-            .map(|c| c.routes[0].host.clone().unwrap_or_default())
-            .map_err(|e| e.key)
+        let text = MINIMAL.replace("upstream = \"app\"", &format!("upstream = \"app\"\nhost = \"{h}\""));
+        load(&text).map(|c| c.routes[0].host.clone().unwrap_or_default()).map_err(|e| e.key)
     };
     assert_eq!(host("App.Example.COM:8443"), Ok("app.example.com".into()));
     assert_eq!(host("[::1]:8080"), Ok("[::1]".into()));
     assert_eq!(host("app.example.com"), Ok("app.example.com".into()));
-    for bad in [
-        "", "a b", "a/b", "::1", "x:port", "a]b", "[zz]", "[::1]x", "[::1",
-    ] {
+    for bad in ["", "a b", "a/b", "::1", "x:port", "a]b", "[zz]", "[::1]x", "[::1"] {
         assert_eq!(host(bad), Err("routes[0].host".into()), "{bad:?}");
     }
 }
@@ -69,16 +60,10 @@ fn route_host_is_normalised() {
 #[test]
 fn upstreams_are_checked() {
     let addr_up = MINIMAL.replace("builtin = \"whoami\"", "address = \"127.0.0.1:3000\"");
-    assert_eq!(
-        load(&addr_up).unwrap().upstreams[0].target,
-        UpstreamTarget::Address(addr("127.0.0.1:3000"))
-    );
+    assert_eq!(load(&addr_up).unwrap().upstreams[0].target, UpstreamTarget::Address(addr("127.0.0.1:3000")));
     let no_port = MINIMAL.replace("builtin = \"whoami\"", "address = \"127.0.0.1\"");
     assert_eq!(err_key(&no_port), "upstreams[0].address");
-    let both = MINIMAL.replace(
-        "builtin = \"whoami\"",
-        "builtin = \"whoami\"\naddress = \"127.0.0.1:1\"",
-    );
+    let both = MINIMAL.replace("builtin = \"whoami\"", "builtin = \"whoami\"\naddress = \"127.0.0.1:1\"");
     assert_eq!(err_key(&both), "upstreams[0].address");
     let neither = MINIMAL.replace("builtin = \"whoami\"", "");
     assert_eq!(err_key(&neither), "upstreams[0].address");
@@ -86,10 +71,7 @@ fn upstreams_are_checked() {
     assert_eq!(err_key(&upper), "upstreams[0].name");
     let dup = format!("{MINIMAL}\n[[upstreams]]\nname = \"app\"\nbuiltin = \"whoami\"\n");
     assert_eq!(err_key(&dup), "upstreams[1].name");
-    let zero = MINIMAL.replace(
-        "builtin = \"whoami\"",
-        "builtin = \"whoami\"\nread_timeout = \"0s\"",
-    );
+    let zero = MINIMAL.replace("builtin = \"whoami\"", "builtin = \"whoami\"\nread_timeout = \"0s\"");
     assert_eq!(err_key(&zero), "upstreams[0].read_timeout");
     let none = "[[routes]]\nupstream = \"app\"\n[users]\nfile = \"u.toml\"\n";
     assert_eq!(err_key(none), "upstreams");
@@ -128,10 +110,7 @@ fn upstream_address_is_host_port_not_a_url() {
     assert!(err.message.contains("\"[::1]:80\""), "{err}");
 
     let ok = MINIMAL.replace("builtin = \"whoami\"", "address = \"[::1]:3000\"");
-    assert_eq!(
-        load(&ok).unwrap().upstreams[0].target,
-        UpstreamTarget::Address(addr("[::1]:3000"))
-    );
+    assert_eq!(load(&ok).unwrap().upstreams[0].target, UpstreamTarget::Address(addr("[::1]:3000")));
 }
 
 #[test]
@@ -179,7 +158,6 @@ fn a_route_shadowed_by_an_earlier_one_is_refused() {
 /// Staged upstreams that no route uses yet are fine.
 #[test]
 fn an_unused_upstream_is_accepted() {
-    let text =
-        format!("{MINIMAL}\n[[upstreams]]\nname = \"staged\"\naddress = \"127.0.0.1:3001\"\n");
+    let text = format!("{MINIMAL}\n[[upstreams]]\nname = \"staged\"\naddress = \"127.0.0.1:3001\"\n");
     assert_eq!(load(&text).unwrap().upstreams.len(), 2);
 }

@@ -10,17 +10,9 @@ fn strings(list: &[&str]) -> Vec<String> {
 #[test]
 fn env_selects_and_configures_redis() {
     let o = Overrides::default();
-    let env = [
-        ("DALEA__STORE__KIND", "redis"),
-        ("DALEA__STORE__URL", "rediss://r.example:6380/2"),
-    ];
+    let env = [("DALEA__STORE__KIND", "redis"), ("DALEA__STORE__URL", "rediss://r.example:6380/2")];
     let r = load_with(MINIMAL, &env, &o).unwrap().store.redis.unwrap();
-    assert_eq!(
-        r.mode,
-        RedisMode::Standalone {
-            url: "rediss://r.example:6380/2".into()
-        }
-    );
+    assert_eq!(r.mode, RedisMode::Standalone { url: "rediss://r.example:6380/2".into() });
 
     let env = [
         ("DALEA__STORE__KIND", "redis"),
@@ -30,12 +22,7 @@ fn env_selects_and_configures_redis() {
         ("DALEA__STORE__OUTAGE_GRACE", "2m"),
     ];
     let r = load_with(MINIMAL, &env, &o).unwrap().store.redis.unwrap();
-    assert_eq!(
-        r.mode,
-        RedisMode::Cluster {
-            nodes: strings(&["redis://a:7000", "redis://b:7000"])
-        }
-    );
+    assert_eq!(r.mode, RedisMode::Cluster { nodes: strings(&["redis://a:7000", "redis://b:7000"]) });
     assert_eq!(r.key_prefix, "gw1");
     assert_eq!(r.timeout, Duration::from_millis(250));
     assert_eq!(r.outage_grace, Duration::from_secs(120));
@@ -43,10 +30,7 @@ fn env_selects_and_configures_redis() {
     let env = [
         ("DALEA__STORE__KIND", "redis"),
         ("DALEA__STORE__SENTINEL_MASTER", "mymaster"),
-        (
-            "DALEA__STORE__SENTINELS",
-            "redis://s1:26379,redis://s2:26379",
-        ),
+        ("DALEA__STORE__SENTINELS", "redis://s1:26379,redis://s2:26379"),
     ];
     let r = load_with(MINIMAL, &env, &o).unwrap().store.redis.unwrap();
     assert_eq!(
@@ -63,18 +47,9 @@ fn env_selects_and_configures_redis() {
     assert_eq!(c.store.kind, StoreKind::Redis);
     let err = load_with(MINIMAL, &[("DALEA__STORE__CLUSTER", "redis://a")], &o).unwrap_err();
     assert_eq!(err.key, "store.cluster");
-    assert!(
-        err.message.ends_with("(set by DALEA__STORE__CLUSTER)"),
-        "{err}"
-    );
-    let env = [
-        ("DALEA__STORE__KIND", "redis"),
-        ("DALEA__STORE__CLUSTER", "redis://a,nope"),
-    ];
-    assert_eq!(
-        load_with(MINIMAL, &env, &o).unwrap_err().key,
-        "store.cluster[1]"
-    );
+    assert!(err.message.ends_with("(set by DALEA__STORE__CLUSTER)"), "{err}");
+    let env = [("DALEA__STORE__KIND", "redis"), ("DALEA__STORE__CLUSTER", "redis://a,nope")];
+    assert_eq!(load_with(MINIMAL, &env, &o).unwrap_err().key, "store.cluster[1]");
 }
 
 /// The example documents every `[store]` variable, and its commented-out Redis keys, once
@@ -82,17 +57,9 @@ fn env_selects_and_configures_redis() {
 #[test]
 fn example_file_documents_the_redis_keys() {
     let text = include_str!("../../../config/gateway.example.toml");
-    for key in [
-        "KIND",
-        "PATH",
-        "URL",
-        "CLUSTER",
-        "SENTINEL_MASTER",
-        "SENTINELS",
-        "KEY_PREFIX",
-        "TIMEOUT",
-        "OUTAGE_GRACE",
-    ] {
+    for key in
+        ["KIND", "PATH", "URL", "CLUSTER", "SENTINEL_MASTER", "SENTINELS", "KEY_PREFIX", "TIMEOUT", "OUTAGE_GRACE"]
+    {
         assert!(text.contains(&format!("DALEA__STORE__{key}")), "{key}");
     }
     let mut redis = text.replace("kind = \"embedded\"", "kind = \"redis\"");
@@ -100,12 +67,7 @@ fn example_file_documents_the_redis_keys() {
         redis = redis.replace(&format!("# {key} = "), &format!("{key} = "));
     }
     let r = load(&redis).unwrap().store.redis.unwrap();
-    assert_eq!(
-        r.mode,
-        RedisMode::Standalone {
-            url: "redis://127.0.0.1:6379/0".into()
-        }
-    );
+    assert_eq!(r.mode, RedisMode::Standalone { url: "redis://127.0.0.1:6379/0".into() });
     assert_eq!(
         (r.key_prefix.as_str(), r.timeout, r.outage_grace),
         ("dalea", Duration::from_secs(1), Duration::from_secs(60))

@@ -51,15 +51,14 @@ impl Target {
         if nodes.is_empty() {
             return Err(unavailable("cluster mode needs at least one seed node"));
         }
-        let mut builder =
-            ClusterClientBuilder::new(nodes.iter().map(String::as_str)).connection_timeout(timeout).response_timeout(timeout);
+        let mut builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+            .connection_timeout(timeout)
+            .response_timeout(timeout);
         // `certs` makes every node connection TLS: only for a cluster reached over rediss://.
         if let Some(ca) = ca.filter(|_| nodes.iter().any(|n| is_tls_url(n))) {
             builder = builder.certs(tls_certificates(ca));
         }
-        let client = builder
-            .build()
-            .map_err(|e| unavailable(format!("invalid cluster nodes: {e}")))?;
+        let client = builder.build().map_err(|e| unavailable(format!("invalid cluster nodes: {e}")))?;
         Ok(Target::Cluster(client))
     }
 
@@ -69,8 +68,8 @@ impl Target {
         timeout: Duration,
         ca: Option<&[u8]>,
     ) -> Result<Self, StoreError> {
-        let resolver = SentinelResolver::new(master, sentinels, ca)
-            .map_err(|e| unavailable(format!("invalid sentinels: {e}")))?;
+        let resolver =
+            SentinelResolver::new(master, sentinels, ca).map_err(|e| unavailable(format!("invalid sentinels: {e}")))?;
         Ok(Target::Sentinel(Arc::new(SentinelConn::new(resolver, timeout))))
     }
 

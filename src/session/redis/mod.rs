@@ -44,7 +44,6 @@ mod scripts;
 mod sentinel;
 mod store_impl;
 mod sweep;
-mod throttle;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -55,6 +54,7 @@ mod tests_reshard;
 mod tests_sentinel;
 #[cfg(test)]
 mod tests_tls;
+mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use super::redis_server::{resp_command as resp, resp_values, RedisCluster};
 use super::tests::{config, session_at};
 use super::{hex, RedisStore};
-use ::redis::cluster_routing::Slot;
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::config::RedisMode;
 use crate::session::store::{Activity, SessionStore, StoreError};
 use crate::session::{Session, TokenHash};
+use ::redis::cluster_routing::Slot;
 
 const USERS: [&str; 5] = ["ana", "ben", "cho", "dev", "eli"];
 const HOUR: Millis = 3_600_000;
@@ -176,7 +176,11 @@ impl Model {
             assert!(state != State::Removed, "{what}: a removed session is listed: {:?}", s.id);
         }
         for t in self.sessions.iter().filter(|t| t.session.user_id == user && t.state == State::Alive) {
-            assert!(seen.contains(&t.session.token_hash), "{what}: {user}'s live session {:?} is missing", t.session.id);
+            assert!(
+                seen.contains(&t.session.token_hash),
+                "{what}: {user}'s live session {:?} is missing",
+                t.session.id
+            );
         }
     }
 }
@@ -252,7 +256,8 @@ async fn cluster_resharding_is_followed_without_a_restart() {
                 let i = alive[next(alive.len())];
                 let hash = model.sessions[i].session.token_hash;
                 if let Some(got) = tolerate(store.get(&hash).await, "get", &mut errors) {
-                    let got = got.unwrap_or_else(|| panic!("get: live session {:?} not found", model.sessions[i].session.id));
+                    let got =
+                        got.unwrap_or_else(|| panic!("get: live session {:?} not found", model.sessions[i].session.id));
                     model.check_found(&got, "get during the move");
                 }
             }
@@ -265,8 +270,10 @@ async fn cluster_resharding_is_followed_without_a_restart() {
             2 => {
                 at = (at + 1).max(SystemClock.now());
                 let picked: Vec<usize> = (0..8).map(|_| alive[next(alive.len())]).collect();
-                let batch: Vec<Activity> =
-                    picked.iter().map(|&i| Activity { token_hash: model.sessions[i].session.token_hash, at, ip: None }).collect();
+                let batch: Vec<Activity> = picked
+                    .iter()
+                    .map(|&i| Activity { token_hash: model.sessions[i].session.token_hash, at, ip: None })
+                    .collect();
                 for &i in &picked {
                     let t = &mut model.sessions[i];
                     t.la_max = t.la_max.max(at);
@@ -310,7 +317,10 @@ async fn cluster_resharding_is_followed_without_a_restart() {
         .iter()
         .find(|&&i| moved.contains(&session_slot(&model.sessions[i].session.token_hash)))
         .expect("a live session in a moved slot");
-    assert!(idle_store.remove(&model.sessions[victim].session.token_hash).await.expect("idle store: remove after the move"));
+    assert!(idle_store
+        .remove(&model.sessions[victim].session.token_hash)
+        .await
+        .expect("idle store: remove after the move"));
     model.sessions[victim].state = State::Removed;
     let fresh = loop {
         let (s, _) = session_at(USERS[0], SystemClock.now(), HOUR);

@@ -58,7 +58,13 @@ impl RedisStore {
 
 #[async_trait]
 impl AttemptLimiter for RedisStore {
-    async fn reserve(&self, email: &str, _known: bool, ip: Option<IpAddr>, _now: Millis) -> Result<Result<(), Duration>, StoreError> {
+    async fn reserve(
+        &self,
+        email: &str,
+        _known: bool,
+        ip: Option<IpAddr>,
+        _now: Millis,
+    ) -> Result<Result<(), Duration>, StoreError> {
         // Redis holds every key only for its window, so unknown emails need no separate bound.
         let mut retry = Duration::ZERO;
         let account = self.account_counter(email);
