@@ -71,8 +71,8 @@ impl ProxyHttp for Gateway {
         // the parser's idea of it: "GET private/x" has no path of its own.
         let target = String::from_utf8_lossy(req.raw_path());
         let path = target.split('?').next().unwrap_or_default();
-        let route = match self.state.routes.lookup(host.as_deref(), path) {
-            Ok(Some(route)) => route.clone(),
+        let (access, upstream) = match self.state.routes.lookup(host.as_deref(), path) {
+            Ok(Some(route)) => (route.access, route.upstream),
             Ok(None) => return self.refuse(session, &GatewayError::NotFound).await,
             Err(routes::BadPath) => {
                 let err = GatewayError::BadRequest(
@@ -83,11 +83,11 @@ impl ProxyHttp for Gateway {
             }
         };
 
-        match authenticate::decide(&self.state, session.req_header(), ctx.client_ip, route.access).await {
+        match authenticate::decide(&self.state, session.req_header(), ctx.client_ip, access).await {
             Decision::Allow { identity, clear_cookie } => {
                 ctx.identity = identity;
                 ctx.clear_cookie = clear_cookie;
-                ctx.upstream = Some(route.upstream);
+                ctx.upstream = Some(upstream);
                 Ok(false)
             }
             Decision::SignInRequired { clear_cookie } => self.sign_in_required(session, clear_cookie).await,
