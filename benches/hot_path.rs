@@ -44,6 +44,7 @@ fn hot_path(c: &mut Criterion) {
         ip: None,
         user_agent: UA.into(),
         client_hints: ClientHints::default(),
+        reauthenticated: false,
     };
     let (_, token) = rt.block_on(state.sessions.sign_in(new)).expect("sign in");
     let cookie = format!("_ga=GA1.1.123; theme=dark; __Host-dalea_session={}; lang=en", token.as_str());

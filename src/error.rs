@@ -26,6 +26,13 @@ pub enum GatewayError {
     UnsupportedMediaType(&'static str),
     #[error("Too many failed sign-in attempts. Try again in {} minutes.", .0.div_ceil(60))]
     TooManyAttempts(u64),
+    #[error("Too many wrong codes. Try again in {} minutes.", .0.div_ceil(60))]
+    TooManyCodes(u64),
+    /// A sensitive route or action and no re-authentication within `max_age` (seconds).
+    #[error("This needs you to confirm it's you again (a code from your authenticator app, or your password).")]
+    ElevationRequired { max_age: u64 },
+    #[error("That code is not right, or it was already used. Wait for the next code and try again.")]
+    BadCode,
     #[error("Sessions are temporarily unavailable. Nothing was lost; try again in a moment.")]
     StoreUnavailable,
     #[error("The application behind the gateway is not answering. Try again in a moment.")]
@@ -40,14 +47,17 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::BadRequest(_) => 400,
-            GatewayError::SignInRequired | GatewayError::BadCredentials => 401,
+            GatewayError::SignInRequired
+            | GatewayError::BadCredentials
+            | GatewayError::ElevationRequired { .. }
+            | GatewayError::BadCode => 401,
             GatewayError::CsrfRejected | GatewayError::Forbidden(_) => 403,
             GatewayError::NotFound => 404,
             GatewayError::MethodNotAllowed(_) => 405,
             GatewayError::Conflict(_) => 409,
             GatewayError::PayloadTooLarge => 413,
             GatewayError::UnsupportedMediaType(_) => 415,
-            GatewayError::TooManyAttempts(_) => 429,
+            GatewayError::TooManyAttempts(_) | GatewayError::TooManyCodes(_) => 429,
             GatewayError::StoreUnavailable => 503,
             GatewayError::UpstreamUnavailable => 502,
             GatewayError::UpstreamTimeout => 504,
@@ -68,7 +78,9 @@ impl GatewayError {
             GatewayError::Conflict(_) => "conflict",
             GatewayError::PayloadTooLarge => "payload_too_large",
             GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",
-            GatewayError::TooManyAttempts(_) => "too_many_attempts",
+            GatewayError::TooManyAttempts(_) | GatewayError::TooManyCodes(_) => "too_many_attempts",
+            GatewayError::ElevationRequired { .. } => "elevation_required",
+            GatewayError::BadCode => "invalid_code",
             GatewayError::StoreUnavailable => "store_unavailable",
             GatewayError::UpstreamUnavailable => "upstream_unavailable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
@@ -81,7 +93,17 @@ impl GatewayError {
         match self {
             GatewayError::MethodNotAllowed(allow) => vec![("allow", allow.to_string())],
             GatewayError::StoreUnavailable => vec![("retry-after", "2".to_string())],
-            GatewayError::TooManyAttempts(secs) => vec![("retry-after", secs.to_string())],
+            GatewayError::TooManyAttempts(secs) | GatewayError::TooManyCodes(secs) => {
+                vec![("retry-after", secs.to_string())]
+            }
+            // RFC 9470 step-up challenge.
+            GatewayError::ElevationRequired { max_age } => vec![(
+                "www-authenticate",
+                format!(
+                    "Bearer error=\"insufficient_user_authentication\", error_description=\"A recent \
+                     re-authentication is required\", max_age={max_age}"
+                ),
+            )],
             _ => Vec::new(),
         }
     }
@@ -136,6 +158,16 @@ mod tests {
         let e = GatewayError::StoreUnavailable;
         assert_eq!(e.status(), 503);
         assert!(e.headers().iter().any(|(k, _)| *k == "retry-after"));
+    }
+
+    #[test]
+    fn missing_elevation_is_an_rfc_9470_step_up_challenge() {
+        let e = GatewayError::ElevationRequired { max_age: 600 };
+        assert_eq!(e.status(), 401);
+        let (name, value) = e.headers().into_iter().next().unwrap_or_default();
+        assert_eq!(name, "www-authenticate");
+        assert!(value.starts_with(r#"Bearer error="insufficient_user_authentication", error_description=""#));
+        assert!(value.ends_with(", max_age=600"), "{value}");
     }
 
     #[test]

@@ -4,13 +4,17 @@
 //! is and where it lives), `pages` (the built-in pages and JSON API under `/.dalea/`),
 //! `auth` (how people prove who they are), `client_info` (IP, device, place), `config`.
 
+pub mod account;
+pub mod audit;
 pub mod auth;
 pub mod client_info;
 pub mod clock;
 pub mod config;
+pub mod elevation;
 pub mod error;
 pub mod pages;
 pub mod proxy;
+pub mod secrets;
 pub mod server;
 pub mod session;
 pub mod state;

@@ -20,10 +20,9 @@ use crate::config::{Config, RedisMode, UpstreamTarget};
 use crate::proxy::Gateway;
 use crate::session::activity::ActivityFlusher;
 use crate::session::revocation::{RevocationListener, SubscribeVia};
-use crate::session::store::SessionStore;
 use crate::session::sweeper::ExpirySweeper;
 use crate::session::Token;
-use crate::state::AppState;
+use crate::state::{AppState, Stores};
 use crate::whoami::Whoami;
 
 /// How often the users file's modification time is checked.
@@ -38,15 +37,15 @@ pub struct Built {
 /// Builds every service. Fails (with a message naming the problem) if the store, users file,
 /// GeoIP database or templates cannot be loaded.
 pub fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Built> {
-    let store = crate::state::open_store(&config)?;
-    build_with_store(config, clock, store)
+    let stores = crate::state::open_store(&config)?;
+    build_with_store(config, clock, stores)
 }
 
 /// [`build`] with the session store given.
-pub fn build_with_store(config: Config, clock: Arc<dyn Clock>, store: Arc<dyn SessionStore>) -> anyhow::Result<Built> {
+pub fn build_with_store(config: Config, clock: Arc<dyn Clock>, stores: Stores) -> anyhow::Result<Built> {
     let whoami =
         if config.upstreams.iter().any(|u| u.target == UpstreamTarget::Whoami) { Some(Whoami::bind()?) } else { None };
-    let state = AppState::with_store(config, clock.clone(), whoami.as_ref().map(|w| w.addr), store)?;
+    let state = AppState::with_store(config, clock.clone(), whoami.as_ref().map(|w| w.addr), stores)?;
     let cfg = &state.config;
     // pingora retries a busy port forever while reporting nothing; fail at start-up instead.
     for (key, addr) in [("server.listen", cfg.server.listen), ("server.admin_listen", cfg.server.admin_listen)] {

@@ -4,15 +4,17 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::account::AccountStore;
 use crate::auth::password::PasswordVerifierPool;
 use crate::auth::reload::Users;
 use crate::auth::throttle::{AttemptLimiter, SignInThrottle};
 use crate::auth::UserDirectory;
 use crate::client_info::ClientInfoResolver;
 use crate::clock::{millis, Clock, Millis};
-use crate::config::{Config, StoreKind};
+use crate::config::{Config, KeySource, StoreKind};
 use crate::pages::templates::Templates;
 use crate::proxy::routes::RouteTable;
+use crate::secrets::SecretKey;
 use crate::session::activity::ActivityBuffer;
 use crate::session::cache::SessionCache;
 use crate::session::cookie::CookieJar;
@@ -21,16 +23,50 @@ use crate::session::manager::SessionManager;
 use crate::session::redis::RedisStore;
 use crate::session::store::SessionStore;
 
+/// The store the config asks for, seen through its two traits.
+#[derive(Clone)]
+pub struct Stores {
+    pub sessions: Arc<dyn SessionStore>,
+    /// TOTP credentials, changed passwords, the audit log.
+    pub accounts: Arc<dyn AccountStore>,
+}
+
 /// The store the config asks for.
-pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn SessionStore>> {
+pub fn open_store(config: &Config) -> anyhow::Result<Stores> {
     Ok(match config.store.kind {
-        StoreKind::Embedded => Arc::new(EmbeddedStore::open(&config.store.path)?),
+        StoreKind::Embedded => {
+            let store = Arc::new(EmbeddedStore::open(&config.store.path)?);
+            Stores { sessions: store.clone(), accounts: store }
+        }
         StoreKind::Redis => {
             let redis =
                 config.store.redis.clone().ok_or_else(|| anyhow::anyhow!("store.url: Redis settings missing"))?;
-            Arc::new(RedisStore::new(redis, config.session.idle_timeout)?)
+            let store = Arc::new(RedisStore::new(redis, config.session.idle_timeout)?);
+            Stores { sessions: store.clone(), accounts: store }
         }
     })
+}
+
+/// The key that encrypts TOTP secrets, from wherever the config says. `None`: a Redis store
+/// without `[secrets]` — TOTP cannot be enrolled, and the pages say so.
+pub fn load_secret_key(source: &KeySource) -> anyhow::Result<Option<SecretKey>> {
+    let key = match source {
+        KeySource::Inline(text) => SecretKey::from_base64(text).map_err(|e| anyhow::anyhow!("secrets.encryption_key: {e}"))?,
+        KeySource::File(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("secrets.encryption_key_file: cannot read {}: {e}", path.display()))?;
+            SecretKey::from_base64(&text).map_err(|e| anyhow::anyhow!("secrets.encryption_key_file: {e}"))?
+        }
+        KeySource::Generated(path) => SecretKey::load_or_create(path)
+            .map_err(|e| anyhow::anyhow!("the generated encryption key {}: {e}", path.display()))?,
+        KeySource::Missing => {
+            tracing::warn!(
+                "no [secrets] encryption_key is configured: people cannot set up TOTP; set one shared by every replica"
+            );
+            return Ok(None);
+        }
+    };
+    Ok(Some(key))
 }
 
 /// With a shared store, how long a cached session is used before it is re-read (bounds what a
@@ -46,6 +82,10 @@ const MAX_PENDING_ACTIVITY: usize = 200_000;
 pub struct AppState {
     pub config: Config,
     pub sessions: SessionManager,
+    /// TOTP credentials, changed passwords and the audit log (same store as the sessions).
+    pub accounts: Arc<dyn AccountStore>,
+    /// Encrypts TOTP secrets at rest; `None` when not configured (TOTP unavailable).
+    pub secret_key: Option<SecretKey>,
     /// The users file, reloaded when it changes.
     pub users: Arc<Users>,
     pub passwords: PasswordVerifierPool,
@@ -61,17 +101,18 @@ impl AppState {
     /// Opens the store, loads users, GeoIP and templates. `whoami` is the address of the
     /// built-in demo upstream when the config uses it.
     pub fn build(config: Config, clock: Arc<dyn Clock>, whoami: Option<SocketAddr>) -> anyhow::Result<Arc<Self>> {
-        let store = open_store(&config)?;
-        Self::with_store(config, clock, whoami, store)
+        let stores = open_store(&config)?;
+        Self::with_store(config, clock, whoami, stores)
     }
 
-    /// Like [`AppState::build`] with the session store given (tests inject faults this way).
+    /// Like [`AppState::build`] with the stores given (tests inject faults this way).
     pub fn with_store(
         config: Config,
         clock: Arc<dyn Clock>,
         whoami: Option<SocketAddr>,
-        store: Arc<dyn SessionStore>,
+        stores: Stores,
     ) -> anyhow::Result<Arc<Self>> {
+        let secret_key = load_secret_key(&config.secrets)?;
         let users = Arc::new(Users::new(
             UserDirectory::load(&config.users.file).map_err(|e| anyhow::Error::msg(config.users.annotate(e)))?,
         ));
@@ -81,7 +122,7 @@ impl AppState {
         )?;
         let routes = RouteTable::new(&config, whoami).map_err(anyhow::Error::msg)?;
         let sessions = SessionManager {
-            store,
+            store: stores.sessions,
             cache: Arc::new(SessionCache::new(CACHE_CAPACITY)),
             activity: Arc::new(ActivityBuffer::new(MAX_PENDING_ACTIVITY)),
             clock,
@@ -102,6 +143,8 @@ impl AppState {
         let cookies = CookieJar::new(&config.session.cookie_name, config.session.cookie_secure);
         Ok(Arc::new(AppState {
             sessions,
+            accounts: stores.accounts,
+            secret_key,
             users,
             passwords: PasswordVerifierPool::new(4),
             throttle,

@@ -4,6 +4,7 @@
 pub mod password;
 pub mod reload;
 pub mod throttle;
+pub mod totp;
 pub mod users;
 
 pub use users::{User, UserDirectory};

@@ -1,7 +1,8 @@
-//! Sign-in throttling: attempts are counted per account and per client network in fixed
-//! windows, and past the limit refused with 429 and `Retry-After` before any password is
-//! checked. An attempt is counted *before* its password is checked (atomically, so concurrent
-//! guesses cannot slip past the limit) and given back when it succeeds.
+//! Attempt throttling for sign-in and TOTP codes: attempts are counted per account and per
+//! client network in fixed windows, and past the limit refused with 429 and `Retry-After`
+//! before any password or code is checked. An attempt is counted *before* it is checked
+//! (atomically, so concurrent guesses cannot slip past the limit) and given back when it
+//! succeeds. Each [`Rule`] (sign-in, TOTP) has its own counters and limits (`[rate_limit]`).
 //!
 //! Memory: known accounts are counted exactly (their number is bounded by the users file). Unknown
 //! emails (counted the same way, so throttling reveals nothing about who exists) and networks
@@ -17,41 +18,64 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 
 use crate::clock::Millis;
+use crate::config::RateLimitConfig;
 use crate::session::store::StoreError;
 
-/// Counts sign-in attempts per account and per client network.
+/// What is being counted and how much of it one window allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// `signin` or `totp`: each kind has its own counters.
+    pub kind: &'static str,
+    /// Attempts per account (guessing one person's secret).
+    pub per_account: u32,
+    /// Attempts per client network (spraying many accounts).
+    pub per_network: u32,
+    pub window: Duration,
+}
+
+impl Rule {
+    pub fn sign_in(c: &RateLimitConfig) -> Rule {
+        Rule { kind: "signin", per_account: c.signin_per_account, per_network: c.signin_per_network, window: c.window }
+    }
+
+    pub fn totp(c: &RateLimitConfig) -> Rule {
+        Rule { kind: "totp", per_account: c.totp_per_account, per_network: c.totp_per_network, window: c.window }
+    }
+
+    fn window_ms(&self) -> Millis {
+        self.window.as_millis() as Millis
+    }
+}
+
+/// Counts attempts per account and per client network.
 #[async_trait]
 pub trait AttemptLimiter: Send + Sync {
-    /// Counts an attempt for `email` (`known`: a real account) from `ip`. `Ok(Err(retry_after))`
-    /// when either has used up its window (nothing is counted then); `Err` when the counter
-    /// cannot be reached (the sign-in answers 503).
+    /// Counts an attempt under `rule` for `account` (an email for sign-in, a user id for TOTP;
+    /// `known`: a real account) from `ip`. `Ok(Err(retry_after))` when either has used up its
+    /// window (nothing is counted then); `Err` when the counter cannot be reached (503).
     async fn reserve(
         &self,
-        email: &str,
+        rule: &Rule,
+        account: &str,
         known: bool,
         ip: Option<IpAddr>,
         now: Millis,
     ) -> Result<Result<(), Duration>, StoreError>;
 
     /// The attempt succeeded: the account starts afresh and the network gets its attempt back.
-    async fn succeeded(&self, email: &str, ip: Option<IpAddr>);
+    async fn succeeded(&self, rule: &Rule, account: &str, ip: Option<IpAddr>);
 }
-
-/// Attempts allowed per account in one window (guessing one person's password).
-pub const ACCOUNT_LIMIT: u32 = 10;
-/// Attempts allowed per client network in one window (spraying many accounts).
-pub const NETWORK_LIMIT: u32 = 50;
-pub const WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Bound on the unknown-email and network tables.
 const MAX_KEYS: usize = 100_000;
 
 type Windows<K> = DashMap<K, (Millis, u32)>;
 
+/// The in-memory [`AttemptLimiter`] (one process).
 #[derive(Debug, Default)]
 pub struct SignInThrottle {
-    accounts: Windows<String>,
-    unknown: Windows<String>,
-    networks: Windows<IpAddr>,
+    accounts: Windows<(&'static str, String)>,
+    unknown: Windows<(&'static str, String)>,
+    networks: Windows<(&'static str, IpAddr)>,
 }
 
 /// IPv6 clients are counted per /64, the smallest network one customer usually gets.
@@ -66,8 +90,9 @@ pub fn network(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn window() -> Millis {
-    WINDOW.as_millis() as Millis
+/// The account key as counted: emails compare case-insensitively.
+pub fn account_key(account: &str) -> String {
+    account.trim().to_ascii_lowercase()
 }
 
 /// Counts one attempt for `key` unless its window is used up (then `Err(retry_after)`).
@@ -75,21 +100,22 @@ fn take<K: Hash + Eq + Clone>(
     map: &Windows<K>,
     key: &K,
     limit: u32,
+    window: Millis,
     now: Millis,
     bounded: bool,
 ) -> Result<bool, Duration> {
     if bounded && map.len() >= MAX_KEYS && !map.contains_key(key) {
-        map.retain(|_, (start, _)| now < *start + window());
+        map.retain(|_, (start, _)| now < *start + window);
         if map.len() >= MAX_KEYS {
             return Ok(false); // full of live windows: this key goes uncounted
         }
     }
     let mut entry = map.entry(key.clone()).or_insert((now, 0));
-    if now >= entry.0 + window() {
+    if now >= entry.0 + window {
         *entry = (now, 0);
     }
     if entry.1 >= limit {
-        return Err(Duration::from_millis((entry.0 + window() - now).max(1000) as u64));
+        return Err(Duration::from_millis((entry.0 + window - now).max(1000) as u64));
     }
     entry.1 += 1;
     Ok(true)
@@ -102,14 +128,22 @@ fn give_back<K: Hash + Eq>(map: &Windows<K>, key: &K) {
 }
 
 impl SignInThrottle {
-    /// Counts an attempt for this email (`known`: it belongs to a real account) and client.
+    /// Counts an attempt for this account (`known`: it is a real one) and client.
     /// `Err(retry_after)` when either has used up its window; nothing is counted then.
-    pub fn reserve(&self, email: &str, known: bool, ip: Option<IpAddr>, now: Millis) -> Result<(), Duration> {
-        let key = email.trim().to_ascii_lowercase();
+    pub fn reserve(
+        &self,
+        rule: &Rule,
+        account: &str,
+        known: bool,
+        ip: Option<IpAddr>,
+        now: Millis,
+    ) -> Result<(), Duration> {
+        let key = (rule.kind, account_key(account));
         let accounts = if known { &self.accounts } else { &self.unknown };
-        let counted = take(accounts, &key, ACCOUNT_LIMIT, now, !known)?;
+        let counted = take(accounts, &key, rule.per_account, rule.window_ms(), now, !known)?;
         if let Some(ip) = ip {
-            if let Err(retry) = take(&self.networks, &network(ip), NETWORK_LIMIT, now, true) {
+            let net = (rule.kind, network(ip));
+            if let Err(retry) = take(&self.networks, &net, rule.per_network, rule.window_ms(), now, true) {
                 if counted {
                     give_back(accounts, &key);
                 }
@@ -120,10 +154,10 @@ impl SignInThrottle {
     }
 
     /// The attempt succeeded: the account starts afresh and the network gets its attempt back.
-    pub fn succeeded(&self, email: &str, ip: Option<IpAddr>) {
-        self.accounts.remove(&email.trim().to_ascii_lowercase());
+    pub fn succeeded(&self, rule: &Rule, account: &str, ip: Option<IpAddr>) {
+        self.accounts.remove(&(rule.kind, account_key(account)));
         if let Some(ip) = ip {
-            give_back(&self.networks, &network(ip));
+            give_back(&self.networks, &(rule.kind, network(ip)));
         }
     }
 }
@@ -132,16 +166,17 @@ impl SignInThrottle {
 impl AttemptLimiter for SignInThrottle {
     async fn reserve(
         &self,
-        email: &str,
+        rule: &Rule,
+        account: &str,
         known: bool,
         ip: Option<IpAddr>,
         now: Millis,
     ) -> Result<Result<(), Duration>, StoreError> {
-        Ok(SignInThrottle::reserve(self, email, known, ip, now))
+        Ok(SignInThrottle::reserve(self, rule, account, known, ip, now))
     }
 
-    async fn succeeded(&self, email: &str, ip: Option<IpAddr>) {
-        SignInThrottle::succeeded(self, email, ip)
+    async fn succeeded(&self, rule: &Rule, account: &str, ip: Option<IpAddr>) {
+        SignInThrottle::succeeded(self, rule, account, ip)
     }
 }
 
@@ -150,26 +185,47 @@ mod tests {
     use super::*;
 
     const IP: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)));
+    const ACCOUNT_LIMIT: u32 = 10;
+    const NETWORK_LIMIT: u32 = 50;
+    const WINDOW: Duration = Duration::from_secs(15 * 60);
+    const SIGNIN: Rule = Rule { kind: "signin", per_account: ACCOUNT_LIMIT, per_network: NETWORK_LIMIT, window: WINDOW };
+
+    fn window() -> Millis {
+        WINDOW.as_millis() as Millis
+    }
+
+    #[test]
+    fn the_defaults_are_the_documented_ones_and_kinds_count_separately() {
+        let config = RateLimitConfig::default();
+        assert_eq!(Rule::sign_in(&config), SIGNIN);
+        let totp = Rule::totp(&config);
+        let t = SignInThrottle::default();
+        for _ in 0..ACCOUNT_LIMIT {
+            assert!(t.reserve(&SIGNIN, "u1", true, IP, 0).is_ok());
+        }
+        assert!(t.reserve(&SIGNIN, "u1", true, IP, 0).is_err());
+        assert!(t.reserve(&totp, "u1", true, IP, 0).is_ok(), "TOTP codes have their own counter");
+    }
 
     #[test]
     fn an_account_is_locked_after_its_limit_until_the_window_ends() {
         let t = SignInThrottle::default();
         for _ in 0..ACCOUNT_LIMIT {
-            assert!(t.reserve("A@x", true, IP, 0).is_ok());
+            assert!(t.reserve(&SIGNIN, "A@x", true, IP, 0).is_ok());
         }
-        let retry = t.reserve("a@x", true, None, 1_000).unwrap_err();
+        let retry = t.reserve(&SIGNIN, "a@x", true, None, 1_000).unwrap_err();
         assert_eq!(retry, WINDOW - Duration::from_secs(1));
-        assert!(t.reserve("b@x", true, None, 1_000).is_ok(), "other accounts are unaffected");
-        assert!(t.reserve("a@x", true, None, window()).is_ok(), "a new window starts afresh");
+        assert!(t.reserve(&SIGNIN, "b@x", true, None, 1_000).is_ok(), "other accounts are unaffected");
+        assert!(t.reserve(&SIGNIN, "a@x", true, None, window()).is_ok(), "a new window starts afresh");
     }
 
     #[test]
     fn unknown_emails_are_throttled_exactly_like_real_ones() {
         let t = SignInThrottle::default();
         for _ in 0..ACCOUNT_LIMIT {
-            assert!(t.reserve("ghost@x", false, None, 0).is_ok());
+            assert!(t.reserve(&SIGNIN, "ghost@x", false, None, 0).is_ok());
         }
-        assert!(t.reserve("ghost@x", false, None, 0).is_err());
+        assert!(t.reserve(&SIGNIN, "ghost@x", false, None, 0).is_err());
     }
 
     #[test]
@@ -178,7 +234,7 @@ mod tests {
         let handles: Vec<_> = (0..8)
             .map(|_| {
                 let t = t.clone();
-                std::thread::spawn(move || (0..10).filter(|_| t.reserve("a@x", true, None, 0).is_ok()).count())
+                std::thread::spawn(move || (0..10).filter(|_| t.reserve(&SIGNIN, "a@x", true, None, 0).is_ok()).count())
             })
             .collect();
         let allowed: usize = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
@@ -189,10 +245,10 @@ mod tests {
     fn a_network_spraying_many_accounts_is_stopped() {
         let t = SignInThrottle::default();
         for i in 0..NETWORK_LIMIT {
-            assert!(t.reserve(&format!("user{i}@x"), false, IP, 0).is_ok());
+            assert!(t.reserve(&SIGNIN, &format!("user{i}@x"), false, IP, 0).is_ok());
         }
-        assert!(t.reserve("fresh@x", true, IP, 10).is_err());
-        assert!(t.reserve("fresh@x", true, Some("198.51.100.1".parse().unwrap()), 10).is_ok());
+        assert!(t.reserve(&SIGNIN, "fresh@x", true, IP, 10).is_err());
+        assert!(t.reserve(&SIGNIN, "fresh@x", true, Some("198.51.100.1".parse().unwrap()), 10).is_ok());
     }
 
     #[test]
@@ -200,20 +256,20 @@ mod tests {
         let t = SignInThrottle::default();
         for i in 0..NETWORK_LIMIT {
             let ip: IpAddr = format!("2001:db8:1:2::{i:x}").parse().unwrap();
-            assert!(t.reserve(&format!("u{i}@x"), false, Some(ip), 0).is_ok());
+            assert!(t.reserve(&SIGNIN, &format!("u{i}@x"), false, Some(ip), 0).is_ok());
         }
-        assert!(t.reserve("z@x", false, Some("2001:db8:1:2:ffff::1".parse().unwrap()), 1).is_err());
-        assert!(t.reserve("z@x", false, Some("2001:db8:1:3::1".parse().unwrap()), 1).is_ok());
+        assert!(t.reserve(&SIGNIN, "z@x", false, Some("2001:db8:1:2:ffff::1".parse().unwrap()), 1).is_err());
+        assert!(t.reserve(&SIGNIN, "z@x", false, Some("2001:db8:1:3::1".parse().unwrap()), 1).is_ok());
     }
 
     #[test]
     fn success_clears_the_account_and_refunds_the_network() {
         let t = SignInThrottle::default();
         for _ in 0..ACCOUNT_LIMIT {
-            t.reserve("a@x", true, IP, 0).unwrap();
+            t.reserve(&SIGNIN, "a@x", true, IP, 0).unwrap();
         }
-        t.succeeded("a@x", IP);
-        assert!(t.reserve("a@x", true, IP, 0).is_ok());
+        t.succeeded(&SIGNIN, "a@x", IP);
+        assert!(t.reserve(&SIGNIN, "a@x", true, IP, 0).is_ok());
         assert_eq!(t.networks.get(&network(IP.unwrap())).map(|e| e.1), Some(ACCOUNT_LIMIT));
     }
 
@@ -225,8 +281,8 @@ mod tests {
             t.networks.insert(IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]), (0, 1));
         }
         for _ in 0..ACCOUNT_LIMIT {
-            assert!(t.reserve("a@x", true, IP, 5).is_ok());
+            assert!(t.reserve(&SIGNIN, "a@x", true, IP, 5).is_ok());
         }
-        assert!(t.reserve("a@x", true, IP, 5).is_err(), "the account limit holds however full the other tables are");
+        assert!(t.reserve(&SIGNIN, "a@x", true, IP, 5).is_err(), "the account limit holds however full the other tables are");
     }
 }

@@ -47,6 +47,14 @@ const SCHEMA: &[(&str, &str, Kind)] = &[
     ("client_info", "trusted_proxies", Kind::StrList),
     ("client_info", "geoip_database", Kind::Str),
     ("users", "file", Kind::Str),
+    ("elevation", "max_age", Kind::Str),
+    ("rate_limit", "window", Kind::Str),
+    ("rate_limit", "signin_per_account", Kind::Int),
+    ("rate_limit", "signin_per_network", Kind::Int),
+    ("rate_limit", "totp_per_account", Kind::Int),
+    ("rate_limit", "totp_per_network", Kind::Int),
+    ("secrets", "encryption_key", Kind::Str),
+    ("secrets", "encryption_key_file", Kind::Str),
 ];
 
 /// Sections that are arrays of tables and therefore cannot be set from the environment.

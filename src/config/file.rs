@@ -8,6 +8,7 @@
 use serde::Deserialize;
 
 use super::duration::deserialize_text as duration_text;
+use super::security::{ElevationFile, RateLimitFile, SecretsFile};
 use super::store::StoreFile;
 use super::ConfigError;
 
@@ -27,6 +28,12 @@ pub(super) struct FileConfig {
     pub(super) upstreams: Vec<UpstreamFile>,
     #[serde(default)]
     pub(super) routes: Vec<RouteFile>,
+    #[serde(default)]
+    pub(super) elevation: ElevationFile,
+    #[serde(default)]
+    pub(super) rate_limit: RateLimitFile,
+    #[serde(default)]
+    pub(super) secrets: SecretsFile,
     /// Required; `None` is reported by validation as `users.file`.
     pub(super) users: Option<UsersFile>,
 }
@@ -143,6 +150,9 @@ pub(super) struct RouteFile {
     pub(super) upstream: Option<String>,
     #[serde(default)]
     pub(super) access: AccessFile,
+    /// HTTP methods this route applies to (empty: all). `GET` includes `HEAD`.
+    #[serde(default)]
+    pub(super) methods: Vec<String>,
 }
 
 fn default_path_prefix() -> String {

@@ -11,6 +11,7 @@ mod duration;
 mod env;
 mod file;
 mod routing;
+mod security;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use duration::{format_duration, parse_duration};
+pub use security::{check_key, ElevationConfig, KeySource, RateLimitConfig, GENERATED_KEY_FILE};
 
 /// The hard cap on `session.idle_timeout` from the product contract: 30 idle days.
 pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -37,6 +39,10 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
     pub users: UsersConfig,
+    pub elevation: ElevationConfig,
+    pub rate_limit: RateLimitConfig,
+    /// The key that encrypts TOTP secrets at rest.
+    pub secrets: KeySource,
 }
 
 #[derive(Debug, Clone)]
@@ -159,7 +165,8 @@ pub enum Access {
     Public,
     /// A valid session.
     Session,
-    /// A recently elevated session (answered 403 until elevation exists).
+    /// A session re-authenticated within `elevation.max_age` (TOTP, or the password for people
+    /// with no second factor).
     Elevated,
 }
 
@@ -184,6 +191,8 @@ pub struct RouteConfig {
     /// Index into `Config::upstreams`.
     pub upstream: usize,
     pub access: Access,
+    /// Methods the route applies to; empty: every method. `GET` includes `HEAD`.
+    pub methods: Vec<http::Method>,
 }
 
 #[derive(Debug, Clone)]

@@ -47,8 +47,8 @@ pub(super) fn routes(list: Vec<RouteFile>, upstreams: &[UpstreamConfig]) -> Resu
         return Err(ConfigError::new("routes", "at least one [[routes]] entry is required"));
     }
     let mut seen = HashSet::new();
-    // (host, normalised prefix) → index of the route that claimed it first.
-    let mut claimed: HashMap<(Option<String>, String), usize> = HashMap::new();
+    // (host, normalised prefix) → the routes there so far, with their methods.
+    let mut claimed: HashMap<(Option<String>, String), Vec<(usize, Vec<http::Method>)>> = HashMap::new();
     let mut out: Vec<RouteConfig> = Vec::with_capacity(list.len());
     for (i, r) in list.into_iter().enumerate() {
         let key = |field: &str| format!("routes[{i}].{field}");
@@ -68,7 +68,14 @@ pub(super) fn routes(list: Vec<RouteFile>, upstreams: &[UpstreamConfig]) -> Resu
         let host = r.host.map(|h| host(&key("host"), &h)).transpose()?;
         path_prefix(&key("path_prefix"), &r.path_prefix)?;
         let normalised = normalised_prefix(&r.path_prefix);
-        if let Some(&earlier) = claimed.get(&(host.clone(), normalised.clone())) {
+        let methods = methods(&key("methods"), &r.methods)?;
+        let same_place = claimed.entry((host.clone(), normalised)).or_default();
+        // Two routes on one host + prefix are fine only when their methods cannot overlap (a
+        // route with methods is tried before one without).
+        let clash = same_place.iter().find(|(_, m): &&(usize, Vec<http::Method>)| {
+            (m.is_empty() && methods.is_empty()) || m.iter().any(|x| methods.contains(x))
+        });
+        if let Some(&(earlier, _)) = clash {
             let earlier_prefix = &out[earlier].path_prefix;
             let on = match &host {
                 Some(h) => format!("host {h:?}"),
@@ -82,16 +89,17 @@ pub(super) fn routes(list: Vec<RouteFile>, upstreams: &[UpstreamConfig]) -> Resu
                      repeated slashes make no difference)"
                 )
             };
+            let what = if methods.is_empty() { String::new() } else { " for the same methods".to_string() };
             return Err(ConfigError::new(
                 key("path_prefix"),
                 format!(
-                    "{:?} on {on} {same}; routes[{earlier}] always matches first, so this route \
-                     would never be used: change its path_prefix or host, or remove it",
+                    "{:?} on {on} {same}{what}; routes[{earlier}] always matches first, so this route \
+                     would never be used: change its path_prefix, host or methods, or remove it",
                     r.path_prefix
                 ),
             ));
         }
-        claimed.insert((host.clone(), normalised), i);
+        same_place.push((i, methods.clone()));
         let wanted = r.upstream.ok_or_else(|| ConfigError::new(key("upstream"), "is required"))?;
         let upstream = upstreams.iter().position(|u| u.name == wanted).ok_or_else(|| {
             let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
@@ -102,7 +110,7 @@ pub(super) fn routes(list: Vec<RouteFile>, upstreams: &[UpstreamConfig]) -> Resu
             AccessFile::Session => Access::Session,
             AccessFile::Elevated => Access::Elevated,
         };
-        out.push(RouteConfig { name, host, path_prefix: r.path_prefix, upstream, access });
+        out.push(RouteConfig { name, host, path_prefix: r.path_prefix, upstream, access, methods });
     }
     Ok(out)
 }
@@ -168,6 +176,27 @@ fn port_suffix(rest: &str) -> bool {
 }
 
 /// Names of upstreams and routes: lower-case letters, digits, `_`, `-`.
+/// Upper-case HTTP method tokens, no duplicates; `GET` brings `HEAD` along (a HEAD is a GET
+/// without the body, so it must not get past a rule for GET).
+fn methods(key: &str, list: &[String]) -> Result<Vec<http::Method>, ConfigError> {
+    let mut out: Vec<http::Method> = Vec::new();
+    for raw in list {
+        let upper = raw.trim().to_ascii_uppercase();
+        let method = http::Method::from_bytes(upper.as_bytes())
+            .ok()
+            .filter(|_| !upper.is_empty() && upper.bytes().all(|b| b.is_ascii_uppercase()))
+            .ok_or_else(|| ConfigError::new(key, format!("{raw:?} is not an HTTP method such as \"POST\"")))?;
+        if out.contains(&method) {
+            return Err(ConfigError::new(key, format!("{upper} is listed twice")));
+        }
+        out.push(method);
+    }
+    if out.contains(&http::Method::GET) && !out.contains(&http::Method::HEAD) {
+        out.push(http::Method::HEAD);
+    }
+    Ok(out)
+}
+
 fn slug(key: &str, name: &str) -> Result<(), ConfigError> {
     let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
     if name.is_empty() || !name.chars().all(ok) {

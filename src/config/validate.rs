@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use super::duration::{format_duration, parse_duration};
 use super::file::{ClientInfoFile, FileConfig, ServerFile, SessionFile};
 use super::routing::{routes, upstreams};
+use super::security::{elevation, rate_limit, secrets};
 use super::store::store;
 use super::*;
 
@@ -36,7 +37,21 @@ impl FileConfig {
             .and_then(|u| u.file)
             .ok_or_else(|| ConfigError::new("users.file", "is required: the TOML file of people who may sign in"))?;
         let file = non_empty("users.file", &file).map(|f| base.join(f))?;
-        Ok(Config { server, store, session, client_info, upstreams, routes, users: UsersConfig { file, set_by: None } })
+        let elevation = elevation(self.elevation)?;
+        let rate_limit = rate_limit(self.rate_limit)?;
+        let secrets = secrets(self.secrets, base, store.kind, &store.path)?;
+        Ok(Config {
+            server,
+            store,
+            session,
+            client_info,
+            upstreams,
+            routes,
+            users: UsersConfig { file, set_by: None },
+            elevation,
+            rate_limit,
+            secrets,
+        })
     }
 }
 

@@ -10,13 +10,31 @@
 //! | POST | `/.dalea/settings/security/sessions/{id}/revoke` | the page's × (CSRF token) |
 //! | GET | `/.dalea/api/sessions` | sessions as JSON |
 //! | DELETE | `/.dalea/api/sessions/{id}` | revoke one |
+//! | GET, POST | `/.dalea/elevate?rd=` | confirm it's you (TOTP code, or password without one) |
+//! | POST | `/.dalea/api/elevate` | the same as JSON |
+//! | GET | `/.dalea/settings/security/totp` | authenticator app: status, set-up QR code |
+//! | POST | `/.dalea/settings/security/totp/{enroll,confirm,disable}` | its forms |
+//! | GET, DELETE | `/.dalea/api/totp` | status; remove (sensitive) |
+//! | POST | `/.dalea/api/totp/enroll`, `/.dalea/api/totp/confirm` | set up as JSON |
+//! | GET, POST | `/.dalea/settings/security/password` | change password (sensitive) |
+//! | POST | `/.dalea/api/password` | the same as JSON |
+//! | GET | `/.dalea/settings/security/audit-log` | audit log (sensitive) |
+//! | GET | `/.dalea/api/audit-log?before=&limit=` | the same as JSON |
+//!
+//! A browser navigating (GET asking for HTML) to a page it may not see yet is sent to sign in
+//! or to confirm it's you, and back afterwards; API calls get 401 with the URL to go to.
 
+mod audit_log;
 pub mod body;
 pub mod csrf;
+mod elevate;
+mod guard;
+mod password;
 pub mod redirect;
 mod sessions;
 mod signin;
 pub mod templates;
+mod totp;
 
 use http::Method;
 use pingora::proxy::Session;
@@ -30,6 +48,10 @@ use crate::state::AppState;
 pub const PREFIX: &str = "/.dalea";
 pub const SIGNIN_PATH: &str = "/.dalea/signin";
 pub const SESSIONS_PATH: &str = "/.dalea/settings/security/sessions";
+pub const ELEVATE_PATH: &str = "/.dalea/elevate";
+pub const TOTP_PATH: &str = "/.dalea/settings/security/totp";
+pub const PASSWORD_PATH: &str = "/.dalea/settings/security/password";
+pub const AUDIT_LOG_PATH: &str = "/.dalea/settings/security/audit-log";
 
 pub fn is_builtin(path: &str) -> bool {
     path == PREFIX || path.starts_with("/.dalea/")
@@ -42,12 +64,27 @@ pub fn signin_url(rd: &str) -> String {
     format!("{SIGNIN_PATH}?rd={encoded}")
 }
 
+/// The elevation page URL that comes back to `rd` afterwards.
+pub fn elevate_url(rd: &str) -> String {
+    let rd = redirect::safe_redirect(Some(rd));
+    let encoded: String = form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    format!("{ELEVATE_PATH}?rd={encoded}")
+}
+
 /// Answers a `/.dalea/*` request. Always writes a response.
 pub async fn handle(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> pingora::Result<bool> {
     let path = session.req_header().uri.path().to_string();
     let api = path.starts_with("/.dalea/api/");
     let reply = match dispatch(state, session, ctx, &path).await {
         Ok(reply) => reply,
+        Err(err) if !api && authenticate::is_browser_navigation(session.req_header()) && err.status() == 401 => {
+            // A page this browser may not see yet: go and fix that, then come back here.
+            let here = session.req_header().uri.path_and_query().map_or(path.as_str(), |pq| pq.as_str()).to_string();
+            match err {
+                GatewayError::ElevationRequired { .. } => Reply::see_other(&elevate_url(&here)),
+                _ => Reply::see_other(&signin_url(&here)).header("set-cookie", state.cookies.clear_session()),
+            }
+        }
         Err(err) => {
             if has_body(session) {
                 // The body may be half read (too large, malformed, never sent): never let its
@@ -55,8 +92,12 @@ pub async fn handle(state: &AppState, session: &mut Session, ctx: &RequestCtx) -
                 session.set_keepalive(None);
             }
             let html = !api && authenticate::accepts_html(session.req_header());
-            let signin = (err == GatewayError::SignInRequired).then_some(("signin_url", SIGNIN_PATH));
-            Reply::error(&err, html.then(|| state.templates.error_page(&err)), signin)
+            let link = match err {
+                GatewayError::SignInRequired => Some(("signin_url", SIGNIN_PATH)),
+                GatewayError::ElevationRequired { .. } => Some(("elevate_url", ELEVATE_PATH)),
+                _ => None,
+            };
+            Reply::error(&err, html.then(|| state.templates.error_page(&err)), link)
         }
     };
     reply.send(session).await
@@ -82,6 +123,38 @@ async fn dispatch(
         SESSIONS_PATH => Err(GatewayError::MethodNotAllowed("GET, HEAD")),
         "/.dalea/api/sessions" if read => sessions::list_json(state, session, ctx).await,
         "/.dalea/api/sessions" => Err(GatewayError::MethodNotAllowed("GET, HEAD")),
+        ELEVATE_PATH if read => elevate::page(state, session, ctx).await,
+        ELEVATE_PATH if method == Method::POST => elevate::form(state, session, ctx).await,
+        ELEVATE_PATH => Err(GatewayError::MethodNotAllowed("GET, HEAD, POST")),
+        "/.dalea/api/elevate" if method == Method::POST => elevate::json(state, session, ctx).await,
+        "/.dalea/api/elevate" => Err(GatewayError::MethodNotAllowed("POST")),
+        TOTP_PATH if read => totp::page(state, session, ctx).await,
+        TOTP_PATH => Err(GatewayError::MethodNotAllowed("GET, HEAD")),
+        "/.dalea/settings/security/totp/enroll" if method == Method::POST => totp::enroll_form(state, session, ctx).await,
+        "/.dalea/settings/security/totp/confirm" if method == Method::POST => {
+            totp::confirm_form(state, session, ctx).await
+        }
+        "/.dalea/settings/security/totp/disable" if method == Method::POST => {
+            totp::disable_form(state, session, ctx).await
+        }
+        "/.dalea/settings/security/totp/enroll"
+        | "/.dalea/settings/security/totp/confirm"
+        | "/.dalea/settings/security/totp/disable" => Err(GatewayError::MethodNotAllowed("POST")),
+        "/.dalea/api/totp" if read => totp::status_json(state, session, ctx).await,
+        "/.dalea/api/totp" if method == Method::DELETE => totp::disable_json(state, session, ctx).await,
+        "/.dalea/api/totp" => Err(GatewayError::MethodNotAllowed("GET, HEAD, DELETE")),
+        "/.dalea/api/totp/enroll" if method == Method::POST => totp::enroll_json(state, session, ctx).await,
+        "/.dalea/api/totp/confirm" if method == Method::POST => totp::confirm_json(state, session, ctx).await,
+        "/.dalea/api/totp/enroll" | "/.dalea/api/totp/confirm" => Err(GatewayError::MethodNotAllowed("POST")),
+        PASSWORD_PATH if read => password::page(state, session, ctx).await,
+        PASSWORD_PATH if method == Method::POST => password::form(state, session, ctx).await,
+        PASSWORD_PATH => Err(GatewayError::MethodNotAllowed("GET, HEAD, POST")),
+        "/.dalea/api/password" if method == Method::POST => password::json(state, session, ctx).await,
+        "/.dalea/api/password" => Err(GatewayError::MethodNotAllowed("POST")),
+        AUDIT_LOG_PATH if read => audit_log::page(state, session, ctx).await,
+        AUDIT_LOG_PATH => Err(GatewayError::MethodNotAllowed("GET, HEAD")),
+        "/.dalea/api/audit-log" if read => audit_log::json(state, session, ctx).await,
+        "/.dalea/api/audit-log" => Err(GatewayError::MethodNotAllowed("GET, HEAD")),
         PREFIX
         | "/.dalea/"
         | "/.dalea/settings"
@@ -112,7 +185,7 @@ async fn dispatch(
     }
 }
 
-fn has_body(session: &Session) -> bool {
+pub(super) fn has_body(session: &Session) -> bool {
     let h = &session.req_header().headers;
     h.contains_key(http::header::TRANSFER_ENCODING)
         || h.get(http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")

@@ -37,8 +37,9 @@ fn resolve(raw: &str) -> Option<String> {
     if out.starts_with("//") || out.contains('\\') {
         return None;
     }
-    // Never bounce back into the sign-in page itself.
-    if out.starts_with("/.dalea/signin") || out.starts_with("/.dalea/signout") {
+    // Never bounce back into the sign-in or elevation pages themselves, or into JSON.
+    let loops = ["/.dalea/signin", "/.dalea/signout", "/.dalea/elevate", "/.dalea/api/"];
+    if loops.iter().any(|p| out.starts_with(p)) {
         return None;
     }
     Some(out)

@@ -6,11 +6,12 @@ use std::net::IpAddr;
 use pingora::proxy::Session;
 use serde::Serialize;
 
-use super::{body, csrf, query_param, signin_url, trusted_forwarded_host, SESSIONS_PATH};
+use super::{body, csrf, guard, query_param, signin_url, trusted_forwarded_host, SESSIONS_PATH};
+use crate::account::audit_log::{self, Actor};
+use crate::audit::AuditEvent;
 use crate::client_info::Location;
 use crate::clock::{ago, rfc3339, Millis};
 use crate::error::GatewayError;
-use crate::proxy::authenticate;
 use crate::proxy::ctx::{Identity, RequestCtx};
 use crate::proxy::respond::Reply;
 use crate::session::manager::Revoke;
@@ -119,14 +120,6 @@ impl SessionView {
     }
 }
 
-/// The caller's identity, or the error a page/API gives without one.
-async fn require_identity(state: &AppState, session: &Session, ctx: &RequestCtx) -> Result<Identity, GatewayError> {
-    match authenticate::identify(state, session.req_header(), ctx.client_ip).await? {
-        (Some(identity), _) => Ok(identity),
-        (None, _) => Err(GatewayError::SignInRequired),
-    }
-}
-
 async fn views(state: &AppState, identity: &Identity) -> Result<Vec<SessionView>, GatewayError> {
     let current = &identity.session.session.id;
     Ok(state
@@ -164,19 +157,16 @@ struct SessionsPage<'a> {
 
 /// GET /.dalea/settings/security/sessions
 pub async fn page(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
-    let identity = match require_identity(state, session, ctx).await {
-        Err(GatewayError::SignInRequired) => {
-            let clear = state.cookies.clear_session();
-            return Ok(Reply::see_other(&signin_url(SESSIONS_PATH)).header("set-cookie", clear));
-        }
-        other => other?,
-    };
+    let identity = guard::identity(state, session, ctx).await?;
     let user = identity.user.clone();
     let views = views(state, &identity).await?;
     // Only fixed messages: nothing from the query string reaches the page as text.
     let notice = match query_param(session, "done").as_deref() {
         Some("revoked") => Some("The session was signed out."),
         Some("gone") => Some("That session had already ended."),
+        Some("password") => Some(
+            "Your password was changed. Your other sessions are still signed in: sign out any you don't recognise with ×.",
+        ),
         _ => None,
     };
     let error = match query_param(session, "error").as_deref() {
@@ -196,15 +186,21 @@ pub async fn page(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
 
 /// GET /.dalea/api/sessions
 pub async fn list_json(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
-    let identity = require_identity(state, session, ctx).await?;
+    let identity = guard::identity(state, session, ctx).await?;
     let views = views(state, &identity).await?;
     let body = serde_json::to_vec(&serde_json::json!({ "sessions": views })).map_err(|_| GatewayError::Internal)?;
     Ok(Reply::json(200, body))
 }
 
-async fn revoke(state: &AppState, identity: &Identity, raw_id: &str) -> Result<Revoke, GatewayError> {
+async fn revoke(state: &AppState, identity: &Identity, ctx: &RequestCtx, raw_id: &str) -> Result<Revoke, GatewayError> {
     let Some(id) = PublicId::parse(raw_id) else { return Ok(Revoke::NotFound) };
-    Ok(state.sessions.revoke(&identity.user.id, &id, &identity.session.session.id).await?)
+    let outcome = state.sessions.revoke(&identity.user.id, &id, &identity.session.session.id).await?;
+    if outcome == Revoke::Revoked {
+        let actor = Actor::session(state, &identity.session.session, ctx.client_ip);
+        let event = AuditEvent::SessionRevoked { revoked_session_id: id.to_string() };
+        audit_log::record(state, &identity.user.id, actor, event).await;
+    }
+    Ok(outcome)
 }
 
 /// DELETE /.dalea/api/sessions/{id}: 204, 409 for the caller's own session, 404 otherwise.
@@ -215,8 +211,8 @@ pub async fn revoke_json(
     id: &str,
 ) -> Result<Reply, GatewayError> {
     csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
-    let identity = require_identity(state, session, ctx).await?;
-    match revoke(state, &identity, id).await? {
+    let identity = guard::identity(state, session, ctx).await?;
+    match revoke(state, &identity, ctx, id).await? {
         Revoke::Revoked => Ok(Reply::empty(204)),
         Revoke::IsCurrent => Err(GatewayError::Conflict(
             "This is the session making the request. To end it, sign out (POST /.dalea/signout).".into(),
@@ -234,13 +230,13 @@ pub async fn revoke_form(
 ) -> Result<Reply, GatewayError> {
     csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
     body::require_content_type(session, body::FORM)?;
-    let identity = match require_identity(state, session, ctx).await {
+    let identity = match guard::identity(state, session, ctx).await {
         Err(GatewayError::SignInRequired) => return Ok(Reply::see_other(&signin_url(SESSIONS_PATH))),
         other => other?,
     };
     let fields = body::form(&body::read(session, state.config.server.max_form_bytes).await?);
     csrf::check_token(&identity.session.session.csrf, fields.get("csrf_token"))?;
-    let outcome = match revoke(state, &identity, id).await? {
+    let outcome = match revoke(state, &identity, ctx, id).await? {
         Revoke::Revoked => "?done=revoked",
         Revoke::IsCurrent => "?error=current",
         Revoke::NotFound => "?done=gone",

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::sessions::SessionView;
 use super::{body, csrf, query_param, redirect, trusted_forwarded_host, SIGNIN_PATH};
+use crate::account::audit_log::{self, Actor};
+use crate::account::{password as account_password, totp as account_totp};
+use crate::audit::AuditEvent;
+use crate::auth::throttle::Rule;
 use crate::auth::User;
 use crate::client_info::{ClientHints, ACCEPT_CH, CRITICAL_CH};
 use crate::error::GatewayError;
@@ -54,25 +58,53 @@ pub async fn page(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
 /// failures for the account or the client's network are refused before any password check.
 async fn check_credentials(
     state: &AppState,
+    session: &Session,
     ctx: &RequestCtx,
     email: &str,
     password: &str,
 ) -> Result<std::sync::Arc<User>, GatewayError> {
     let now = state.sessions.now();
     let user = state.users.current().by_email(email);
-    if let Err(retry) = state.throttle.reserve(email, user.is_some(), ctx.client_ip, now).await? {
+    let rule = Rule::sign_in(&state.config.rate_limit);
+    if let Err(retry) = state.throttle.reserve(&rule, email, user.is_some(), ctx.client_ip, now).await? {
         tracing::info!(outcome = "throttled", user.email = ?log_email(email), client.ip = %ip_field(ctx), "sign-in refused: too many failures");
+        if let Some(user) = &user {
+            audit_failure(state, session, ctx, user, "throttled").await;
+        }
         return Err(GatewayError::TooManyAttempts(retry.as_secs()));
     }
-    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let hash = match &user {
+        Some(u) => Some(account_password::current_hash(state, u).await?),
+        None => None,
+    };
     if state.passwords.verify(password.to_string(), hash).await {
         if let Some(user) = user {
-            state.throttle.succeeded(email, ctx.client_ip).await;
+            state.throttle.succeeded(&rule, email, ctx.client_ip).await;
             return Ok(user);
         }
     }
     tracing::info!(outcome = "failure", user.email = ?log_email(email), client.ip = %ip_field(ctx), "sign-in failed");
+    if let Some(user) = &user {
+        audit_failure(state, session, ctx, user, "password").await;
+    }
     Err(GatewayError::BadCredentials)
+}
+
+/// A failed sign-in goes into the account's audit log (unknown emails have none).
+async fn audit_failure(state: &AppState, session: &Session, ctx: &RequestCtx, user: &User, reason: &str) {
+    let headers = &session.req_header().headers;
+    let actor = Actor::anonymous(state, ctx.client_ip, &user_agent(session), &ClientHints::from_headers(headers));
+    audit_log::record(state, &user.id, actor, AuditEvent::SignInFailed { reason: reason.into() }).await;
+}
+
+/// The request's User-Agent, at most 512 characters.
+fn user_agent(session: &Session) -> String {
+    session
+        .req_header()
+        .headers
+        .get(http::header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(512).collect())
+        .unwrap_or_default()
 }
 
 /// An attempted email as logged: quoted and escaped (`?` formatting), at most 100 characters,
@@ -96,20 +128,22 @@ async fn start_session(
     remember_me: bool,
 ) -> Result<(GwSession, String), GatewayError> {
     let headers = &session.req_header().headers;
-    let user_agent = headers
-        .get(http::header::USER_AGENT)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(512).collect())
-        .unwrap_or_default();
+    // Someone with no second factor just proved their password: that passes sensitive actions
+    // for a while. (If the store cannot say, the sign-in gives no such pass.)
+    let reauthenticated = matches!(account_totp::is_enrolled(state, &user.id).await, Ok(false));
     let new = NewSession {
         user_id: user.id.clone(),
         method: SignInMethod::Password,
         remember_me,
         ip: ctx.client_ip,
-        user_agent,
+        user_agent: user_agent(session),
         client_hints: ClientHints::from_headers(headers),
+        reauthenticated,
     };
     let (s, token) = state.sessions.sign_in(new).await?;
     tracing::info!(user.id = %user.id, session.id = %s.id, client.ip = %ip_field(ctx), outcome = "success", "signed in");
+    let event = AuditEvent::SignIn { method: s.sign_in_method.as_string() };
+    audit_log::record(state, &user.id, Actor::session(state, &s, ctx.client_ip), event).await;
     // The new cookie replaces whatever session this browser had: end that one rather than
     // leave an unreachable session in someone's list until it expires.
     if let Ok((Some(old), _)) = authenticate::identify(state, session.req_header(), None).await {
@@ -123,7 +157,7 @@ async fn start_session(
 
 /// Remembered sessions get a cookie lasting until the session's absolute expiry; others a
 /// browser-session cookie.
-fn set_cookie_for(state: &AppState, s: &GwSession, token: &Token) -> String {
+pub(super) fn set_cookie_for(state: &AppState, s: &GwSession, token: &Token) -> String {
     let max_age = s.remember_me.then(|| {
         let left = (s.expires_at - state.sessions.now()).max(0);
         Duration::from_millis(left as u64)
@@ -149,7 +183,7 @@ pub async fn form(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
     }
 
     let password = fields.get("password").cloned().unwrap_or_default();
-    let user = match check_credentials(state, ctx, &email, &password).await {
+    let user = match check_credentials(state, session, ctx, &email, &password).await {
         Ok(user) => user,
         Err(err) => {
             let page = render_form(state, session, err.status(), &rd, &email, Some(&err.to_string()));
@@ -176,7 +210,7 @@ pub async fn json(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
     csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
     body::require_content_type(session, body::JSON)?;
     let req: JsonSignin = body::json(&body::read(session, state.config.server.max_form_bytes).await?)?;
-    let user = check_credentials(state, ctx, &req.email, &req.password).await?;
+    let user = check_credentials(state, session, ctx, &req.email, &req.password).await?;
     let (s, cookie) = start_session(state, session, ctx, &user, req.remember_me).await?;
     let view = SessionView::new(state, &s, s.last_active_at, s.last_ip, true);
     let body = serde_json::to_vec(&serde_json::json!({ "session": view })).map_err(|_| GatewayError::Internal)?;
@@ -199,5 +233,7 @@ pub async fn sign_out(state: &AppState, session: &mut Session, ctx: &RequestCtx)
     csrf::check_token(&identity.session.session.csrf, fields.get("csrf_token"))?;
     state.sessions.sign_out(&identity.session.session.token_hash).await?;
     tracing::info!(user.id = %identity.user.id, session.id = %identity.session.session.id, "signed out");
+    let actor = Actor::session(state, &identity.session.session, ctx.client_ip);
+    audit_log::record(state, &identity.user.id, actor, AuditEvent::SignOut).await;
     Ok(Reply::see_other(SIGNIN_PATH).header("set-cookie", clear))
 }

@@ -12,6 +12,12 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("signin.html", include_str!("templates/signin.html")),
     ("sessions.html", include_str!("templates/sessions.html")),
     ("error.html", include_str!("templates/error.html")),
+    ("account_header.html", include_str!("templates/account_header.html")),
+    ("security_nav.html", include_str!("templates/security_nav.html")),
+    ("elevate.html", include_str!("templates/elevate.html")),
+    ("totp.html", include_str!("templates/totp.html")),
+    ("password.html", include_str!("templates/password.html")),
+    ("audit_log.html", include_str!("templates/audit_log.html")),
 ];
 
 pub struct Templates {
@@ -23,6 +29,8 @@ struct ErrorPage<'a> {
     title: &'a str,
     message: String,
     status: u16,
+    /// Where to go to fix it, when there is such a place.
+    link: Option<(&'static str, &'static str)>,
 }
 
 impl Templates {
@@ -56,7 +64,13 @@ impl Templates {
             503 => "Temporarily unavailable",
             _ => "Something is not right",
         };
-        self.render("error.html", &ErrorPage { title, message: err.to_string(), status: err.status() })
+        let link = match err {
+            GatewayError::ElevationRequired { .. } => Some(("/.dalea/elevate", "Confirm it's you")),
+            GatewayError::SignInRequired => Some(("/.dalea/signin", "Sign in")),
+            _ => None,
+        };
+        let title = if matches!(err, GatewayError::ElevationRequired { .. }) { "Confirm it's you" } else { title };
+        self.render("error.html", &ErrorPage { title, message: err.to_string(), status: err.status(), link })
     }
 }
 

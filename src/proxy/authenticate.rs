@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use pingora::http::RequestHeader;
 
 use super::ctx::Identity;
+use crate::clock::millis;
 use crate::config::Access;
+use crate::elevation;
 use crate::error::GatewayError;
 use crate::session::manager::Lookup;
 use crate::state::AppState;
@@ -20,8 +22,10 @@ pub enum Decision {
     /// No live session: sign-in redirect (browsers) or 401. `clear_cookie` when a dead
     /// session cookie came with the request.
     SignInRequired { clear_cookie: bool },
-    /// Refused with this error (e.g. 503 when the store is down; 403 for elevated routes
-    /// until elevation exists).
+    /// A sensitive route and no re-authentication within `elevation.max_age`: the elevation
+    /// page (browsers) or a 401 step-up challenge.
+    ElevationRequired,
+    /// Refused with this error (e.g. 503 when the store is down).
     Deny(GatewayError),
 }
 
@@ -61,9 +65,14 @@ pub async fn decide(state: &AppState, req: &RequestHeader, client_ip: Option<IpA
         (_, Err(e)) => Decision::Deny(e),
         (_, Ok((None, stale))) => Decision::SignInRequired { clear_cookie: stale },
         (Access::Session, Ok((Some(identity), _))) => Decision::Allow { identity: Some(identity), clear_cookie: false },
-        (Access::Elevated, Ok((Some(_), _))) => Decision::Deny(GatewayError::Forbidden(
-            "This route needs an elevated session, which this gateway does not support yet.".into(),
-        )),
+        (Access::Elevated, Ok((Some(identity), _))) => {
+            let max_age = millis(state.config.elevation.max_age);
+            if elevation::passes(&identity.session.session, state.sessions.now(), max_age) {
+                Decision::Allow { identity: Some(identity), clear_cookie: false }
+            } else {
+                Decision::ElevationRequired
+            }
+        }
     }
 }
 

@@ -17,10 +17,7 @@ pub struct Identity {
 impl Identity {
     /// `X-Dalea-Auth-Strength`: `elevated:<method>` once a session was elevated, else `basic`.
     pub fn auth_strength(&self) -> String {
-        match self.session.session.elevation {
-            Some(e) => format!("elevated:{}", e.method.as_str()),
-            None => "basic".to_string(),
-        }
+        crate::elevation::auth_strength(&self.session.session)
     }
 }
 

@@ -7,7 +7,7 @@
 //!                          3. route lookup → access level (unknown → 404, dot segments → 400)
 //!                          4. authenticate → Decision (cookie → token hash → cache → store)
 //!                          5. Allow → record activity (memory only) and continue;
-//!                             otherwise redirect to sign-in / 401 / 403 / 503
+//!                             otherwise redirect to sign-in or elevation / 401 / 503
 //! upstream_peer            the route's upstream (resolved at start-up)
 //! upstream_request_filter  strip client X-Dalea-* and our cookies; add identity + X-Forwarded-*
 //! response_filter          drop an upstream Set-Cookie for our cookie; clear a dead cookie
@@ -71,7 +71,7 @@ impl ProxyHttp for Gateway {
         // the parser's idea of it: "GET private/x" has no path of its own.
         let target = String::from_utf8_lossy(req.raw_path());
         let path = target.split('?').next().unwrap_or_default();
-        let (access, upstream) = match self.state.routes.lookup(host.as_deref(), path) {
+        let (access, upstream) = match self.state.routes.lookup(host.as_deref(), &req.method, path) {
             Ok(Some(route)) => (route.access, route.upstream),
             Ok(None) => return self.refuse(session, &GatewayError::NotFound).await,
             Err(routes::BadPath) => {
@@ -91,6 +91,7 @@ impl ProxyHttp for Gateway {
                 Ok(false)
             }
             Decision::SignInRequired { clear_cookie } => self.sign_in_required(session, clear_cookie).await,
+            Decision::ElevationRequired => self.elevation_required(session).await,
             Decision::Deny(err) => self.refuse(session, &err).await,
         }
     }
@@ -164,6 +165,21 @@ impl Gateway {
             Reply::error(&GatewayError::SignInRequired, None, Some(("signin_url", &target)))
         };
         let reply = if clear_cookie { reply.header("set-cookie", self.state.cookies.clear_session()) } else { reply };
+        reply.send(session).await
+    }
+
+    /// A sensitive route without a recent re-authentication: browsers navigating go to the
+    /// elevation page and come back; everything else (a POST body included) gets the 401
+    /// step-up challenge and is never redirected, so nothing is silently lost.
+    async fn elevation_required(&self, session: &mut Session) -> pingora::Result<bool> {
+        let req = session.req_header();
+        let target = pages::elevate_url(req.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/"));
+        let reply = if authenticate::is_browser_navigation(req) {
+            Reply::see_other(&target)
+        } else {
+            let err = GatewayError::ElevationRequired { max_age: self.state.config.elevation.max_age.as_secs() };
+            Reply::error(&err, None, Some(("elevate_url", &target)))
+        };
         reply.send(session).await
     }
 

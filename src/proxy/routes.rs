@@ -26,6 +26,8 @@ pub struct Route {
     prefix: String,
     pub upstream: usize,
     pub access: Access,
+    /// Empty: every method.
+    methods: Vec<http::Method>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,20 +68,29 @@ impl RouteTable {
                 prefix: route_prefix(&r.path_prefix),
                 upstream: r.upstream,
                 access: r.access,
+                methods: r.methods.clone(),
             })
             .collect();
-        // Most specific first: a host-specific route beats any-host, a longer prefix a shorter one.
-        routes.sort_by(|a, b| b.host.is_some().cmp(&a.host.is_some()).then(b.prefix.len().cmp(&a.prefix.len())));
+        // Most specific first: a host-specific route beats any-host, a longer prefix a shorter
+        // one, a route for some methods one for all.
+        routes.sort_by(|a, b| {
+            b.host
+                .is_some()
+                .cmp(&a.host.is_some())
+                .then(b.prefix.len().cmp(&a.prefix.len()))
+                .then(a.methods.is_empty().cmp(&b.methods.is_empty()))
+        });
         Ok(RouteTable { routes, upstreams })
     }
 
-    /// The route for `host` (already lower-case, no port) and raw `path` (no query).
-    pub fn lookup(&self, host: Option<&str>, path: &str) -> Result<Option<&Route>, BadPath> {
+    /// The route for `host` (already lower-case, no port), `method` and raw `path` (no query).
+    pub fn lookup(&self, host: Option<&str>, method: &http::Method, path: &str) -> Result<Option<&Route>, BadPath> {
         let path = normalise(path)?;
-        Ok(self
-            .routes
-            .iter()
-            .find(|r| r.host.as_deref().is_none_or(|h| Some(h) == host) && prefix_matches(&r.prefix, &path)))
+        Ok(self.routes.iter().find(|r| {
+            r.host.as_deref().is_none_or(|h| Some(h) == host)
+                && prefix_matches(&r.prefix, &path)
+                && (r.methods.is_empty() || r.methods.contains(method))
+        }))
     }
 }
 

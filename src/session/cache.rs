@@ -148,6 +148,7 @@ mod tests {
             ip: None,
             user_agent: String::new(),
             client_hints: ClientHints::default(),
+            reauthenticated: false,
         };
         Session::start(new, 1_000, 10_000).0
     }

@@ -24,7 +24,7 @@ const FILE_NAME: &str = "sessions.redb";
 /// redb-backed [`SessionStore`].
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    pub(super) db: Arc<Database>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -33,7 +33,7 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
@@ -77,11 +77,12 @@ impl EmbeddedStore {
         let txn = db.begin_write().map_err(unavailable)?;
         txn.open_table(SESSIONS).map_err(unavailable)?;
         txn.open_table(USER_SESSIONS).map_err(unavailable)?;
+        super::embedded_account::create_tables(&txn)?;
         txn.commit().map_err(unavailable)?;
         Ok(EmbeddedStore { db: Arc::new(db) })
     }
 
-    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(super) async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
@@ -152,6 +153,49 @@ impl SessionStore for EmbeddedStore {
             let sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
             let record = sessions.get(hash.value()).map_err(unavailable)?;
             record.map(|r| decode(r.value())).transpose()
+        })
+        .await
+    }
+
+    async fn rotate(&self, old: &TokenHash, new: &Session) -> Result<bool, StoreError> {
+        let (old, mut new) = (*old, new.clone());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
+                let Some(stored) = sessions.remove(old.0.as_slice()).map_err(unavailable)?.map(|r| decode(r.value())) else {
+                    return Ok(false);
+                };
+                let stored = stored?;
+                if stored.id != new.id || stored.user_id != new.user_id {
+                    return Err(StoreError::Corrupt("rotation to another session".into()));
+                }
+                keep_newest_activity(&stored, &mut new);
+                sessions.insert(new.token_hash.0.as_slice(), encode(&new)?.as_slice()).map_err(unavailable)?;
+                let mut index = txn.open_table(USER_SESSIONS).map_err(unavailable)?;
+                index.insert(index_key(&new.user_id, &new.id).as_slice(), new.token_hash.0.as_slice()).map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn update(&self, session: &Session) -> Result<bool, StoreError> {
+        let mut session = session.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
+                let stored = sessions.get(session.token_hash.0.as_slice()).map_err(unavailable)?.map(|r| decode(r.value()));
+                let Some(stored) = stored.transpose()? else {
+                    return Ok(false);
+                };
+                keep_newest_activity(&stored, &mut session);
+                sessions.insert(session.token_hash.0.as_slice(), encode(&session)?.as_slice()).map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)?;
+            Ok(true)
         })
         .await
     }
@@ -232,6 +276,14 @@ impl SessionStore for EmbeddedStore {
             Ok(removed)
         })
         .await
+    }
+}
+
+/// A rewritten record keeps the newer of its own and the stored last-active time and IP.
+fn keep_newest_activity(stored: &Session, new: &mut Session) {
+    if stored.last_active_at > new.last_active_at {
+        new.last_active_at = stored.last_active_at;
+        new.last_ip = stored.last_ip.or(new.last_ip);
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::activity::ActivityBuffer;
 use super::cache::{CachedSession, SessionCache};
 use super::store::{SessionStore, StoreError};
-use super::{Liveness, NewSession, PublicId, Session, Token, TokenHash};
+use super::{Elevation, ElevationMethod, Liveness, NewSession, PublicId, Session, Token, TokenHash};
 use crate::clock::{Clock, Millis};
 
 /// What a request's cookies resolved to.
@@ -29,6 +29,15 @@ pub enum Revoke {
     IsCurrent,
     /// Not one of the caller's sessions (or already gone).
     NotFound,
+}
+
+/// What a person proved to pass sensitive actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// A second factor: an elevation, shown in the sessions list.
+    SecondFactor(ElevationMethod),
+    /// The password, by someone with no second factor: passes, but is no elevation.
+    Password,
 }
 
 /// A session as the sessions page shows it: the record with its freshest activity.
@@ -166,6 +175,50 @@ impl SessionManager {
         self.activity.forget(&session.token_hash);
         tracing::info!(user.id = %user_id, session.id = %id, "session revoked");
         Ok(Revoke::Revoked)
+    }
+
+    /// Records a re-authentication on the caller's session and gives it a new token (a new
+    /// cookie; the old token stops working at once, everywhere; the public id, creation time and
+    /// hard expiry stay). `None` when the session ended meanwhile.
+    pub async fn elevate(&self, cached: &CachedSession, proof: Proof) -> Result<Option<(Session, Token)>, StoreError> {
+        let now = self.now();
+        let token = Token::generate();
+        let mut new = cached.session.clone();
+        new.token_hash = token.hash();
+        new.last_active_at = new.last_active_at.max(cached.last_active());
+        match proof {
+            Proof::SecondFactor(method) => {
+                new.elevation = Some(Elevation { method, at: now });
+                new.ever_elevated = true;
+            }
+            Proof::Password => new.reauthenticated_at = Some(now),
+        }
+        let old = cached.session.token_hash;
+        let rotated = self.store.rotate(&old, &new).await?;
+        self.cache.remove(&old);
+        let pending = self.activity.pending(&old);
+        self.activity.forget(&old);
+        if !rotated {
+            return Ok(None);
+        }
+        if let Some(p) = pending {
+            self.activity.record(new.token_hash, p.at, p.ip);
+        }
+        self.cache.insert(new.clone(), now);
+        Ok(Some((new, token)))
+    }
+
+    /// Applies `change` to every session of `user_id` (a credential was added or removed);
+    /// `change` returns whether it changed anything. Changed sessions are rewritten in the
+    /// store and dropped from every replica's cache.
+    pub async fn update_all(&self, user_id: &str, change: impl Fn(&mut Session) -> bool) -> Result<(), StoreError> {
+        for mut session in self.store.list_for_user(user_id).await? {
+            if change(&mut session) {
+                self.store.update(&session).await?;
+                self.cache.remove(&session.token_hash);
+            }
+        }
+        Ok(())
     }
 
     /// One person's live sessions, most recently active first, with unflushed activity applied.

@@ -9,6 +9,7 @@ pub mod activity;
 pub mod cache;
 pub mod cookie;
 pub mod embedded;
+mod embedded_account;
 pub mod manager;
 mod periodic;
 pub mod redis;
@@ -81,7 +82,8 @@ impl<'de> Deserialize<'de> for SignInMethod {
     }
 }
 
-/// What a session was last elevated with (TOTP or passkey; arrives with the elevation work).
+/// What a session was last elevated with: a second factor. (Re-entering the password, for
+/// people with no second factor, is `Session::reauthenticated_at`, not an elevation.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ElevationMethod {
@@ -120,6 +122,11 @@ pub struct Session {
     pub elevation: Option<Elevation>,
     /// Whether the session was ever elevated (the latest one may have been superseded).
     pub ever_elevated: bool,
+    /// When the person last proved their password in this session while having no second
+    /// factor (sign-in or the elevation page): that passes sensitive actions for
+    /// `elevation.max_age` but is not an elevation. Cleared when a second factor is enrolled.
+    #[serde(default)]
+    pub reauthenticated_at: Option<Millis>,
     /// Hard end of life, set at sign-in and never moved (rotation keeps it).
     pub expires_at: Millis,
     pub remember_me: bool,
@@ -160,6 +167,9 @@ pub struct NewSession {
     pub ip: Option<IpAddr>,
     pub user_agent: String,
     pub client_hints: ClientHints,
+    /// The sign-in proved the password of someone with no second factor: it passes sensitive
+    /// actions for `elevation.max_age`, like re-entering the password would.
+    pub reauthenticated: bool,
 }
 
 impl Session {
@@ -179,6 +189,7 @@ impl Session {
             sign_in_method: new.method,
             elevation: None,
             ever_elevated: false,
+            reauthenticated_at: new.reauthenticated.then_some(now),
             expires_at: now.saturating_add(absolute_timeout),
             remember_me: new.remember_me,
             csrf: Secret::generate(),
@@ -213,6 +224,7 @@ mod tests {
             ip: None,
             user_agent: String::new(),
             client_hints: ClientHints::default(),
+            reauthenticated: false,
         };
         Session::start(new, now, 90 * DAY).0
     }

@@ -103,6 +103,11 @@ impl RevocationListener {
     }
 
     fn on_notice(&self, payload: &[u8]) {
+        // "~<hash>": the session changed (elevation removed, …): re-read it, keep its activity.
+        if let Some(hash) = payload.strip_prefix(b"~").and_then(parse_notice) {
+            self.cache.remove(&hash);
+            return;
+        }
         match parse_notice(payload) {
             Some(hash) => {
                 self.cache.remove(&hash);

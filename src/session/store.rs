@@ -41,6 +41,17 @@ pub trait SessionStore: Send + Sync + 'static {
     /// One person's session by public id (revoke from the sessions page).
     async fn find_for_user(&self, user_id: &str, id: &PublicId) -> Result<Option<Session>, StoreError>;
 
+    /// Gives a session a new token (elevation): `new` has the public id and person of the
+    /// session stored under `old`, a fresh token hash and the changed fields. Afterwards the
+    /// old token finds nothing (other replicas are told, as for a revocation) and the new one
+    /// finds `new`, keeping the newest stored activity. `false` (nothing written) when `old`
+    /// is gone, e.g. revoked meanwhile.
+    async fn rotate(&self, old: &TokenHash, new: &Session) -> Result<bool, StoreError>;
+
+    /// Overwrites the record of an existing session (same token hash), keeping its stored
+    /// activity; other replicas drop their cached copy. `false` (nothing written) when it is gone.
+    async fn update(&self, session: &Session) -> Result<bool, StoreError>;
+
     /// Deletes a session. Returns whether it existed.
     async fn remove(&self, hash: &TokenHash) -> Result<bool, StoreError>;
 

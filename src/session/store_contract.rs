@@ -18,6 +18,7 @@ pub(crate) fn session_at(user: &str, now: Millis, absolute: Millis) -> (Session,
         ip: Some(IpAddr::from([192, 0, 2, 1])),
         user_agent: "test-agent".into(),
         client_hints: ClientHints::default(),
+        reauthenticated: false,
     };
     Session::start(new, now, absolute)
 }

@@ -10,9 +10,22 @@
 //! | `P:s:{<hex of token hash>}` | HASH | `rec` = record (`[version byte] ++ JSON`, as in the embedded store), `la` = last-active millis, `ip` = last IP (`""` = unchanged), `exp` = absolute expiry millis |
 //! | `P:u:{<user id>}` | HASH | public id → token-hash hex (the per-person index) |
 //! | channel `P:revocations` | pub/sub | payload = token-hash hex of a removed session |
+//! | `P:totp:{<id>}` | HASH | `secret`, `enrolled_at`, `last_step` (the active TOTP credential), `pending`, `pending_exp` (an enrolment in progress); secrets are the encrypted bytes; no TTL |
+//! | `P:pw:{<id>}` | HASH | `hash` (PHC string), `replaces`, `changed_at`: the password set on the settings page; no TTL |
+//! | `P:audit:{<id>}` | ZSET | score = sequence number, member = `<seq>:<event JSON>`; the newest `keep` only |
+//! | `P:audit:{<id>}:n` | STRING | the last sequence number given out (INCR) |
 //!
-//! The `{…}` parts are Redis Cluster hash tags, so every command touches exactly one key and one
-//! hash slot; nothing needs a cross-slot transaction. Only SHA-256 hashes of tokens are stored.
+//! `<id>` is the person's id with `%`, `{` and `}` escaped as `%25`, `%7B`, `%7D` (`account.rs`),
+//! so the hash tag is always the whole id. Both audit keys get a 400-day TTL, refreshed by every
+//! append, so an abandoned account's log goes away; the credential and password keys never
+//! expire (an abandoned enrolment stays in `P:totp` until the next enrolment or removal, and is
+//! refused once past `pending_exp`).
+//!
+//! The `{…}` parts are Redis Cluster hash tags, so every command touches one hash slot; nothing
+//! needs a cross-slot transaction (the only command with two keys, the audit append, touches one
+//! person's two audit keys, which share the tag). Only SHA-256 hashes of tokens are stored.
+//! The account records' check-and-set operations (confirming an enrolment, using a TOTP step,
+//! appending to the audit log) are single Lua scripts, atomic on the server.
 //!
 //! - Validating a request on a cache miss is one round trip: `HGETALL P:s:{hash}`.
 //! - Last-active and IP live in their own fields, so the activity flusher never rewrites the
@@ -35,6 +48,7 @@
 //! is retried by the next call. Every call is bounded by `RedisConfig::timeout`; a timeout or a
 //! connection error is `StoreError::Unavailable`.
 
+mod account;
 mod conn;
 mod fields;
 #[cfg(test)]

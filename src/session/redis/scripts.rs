@@ -103,3 +103,28 @@ impl<T: ToRedisArgs> ToRedisArgsDyn for T {
         cmd.arg(self);
     }
 }
+
+/// Points an index entry at a rotated session. KEYS[1] = index key; ARGV = public id, old
+/// hash hex, new hash hex. Only when the entry still names the old hash (not revoked
+/// meanwhile). Returns 1 when it did.
+pub(super) static INDEX_SWAP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"#,
+    )
+});
+
+/// Overwrites an existing session's record. KEYS[1] = session key; ARGV[1] = record. Does
+/// nothing when the key is gone. Returns 1 when it wrote.
+pub(super) static REPLACE_RECORD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'rec', ARGV[1])
+return 1
+"#,
+    )
+});

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::conn::Conn;
 use super::fields::{self, decode_hash, decode_record, EXP, LA, REC};
-use super::scripts::{evalsha, ACTIVITY, INDEX_ADD};
+use super::scripts::{evalsha, ACTIVITY, INDEX_ADD, INDEX_SWAP, REPLACE_RECORD};
 use super::{hex, unavailable, RedisStore};
 use crate::clock::Millis;
 use crate::session::store::{Activity, SessionStore, StoreError};
@@ -17,36 +17,16 @@ use crate::session::{PublicId, Session, TokenHash};
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn insert(&self, session: &Session) -> Result<(), StoreError> {
+        if !self.insert_record(session).await? {
+            return Ok(());
+        }
         let now = self.clock.now();
-        let Some(ttl) = fields::ttl(session.last_active_at, session.expires_at, self.idle_timeout, now) else {
-            return Ok(()); // already over: writing it would only store a dead session
-        };
-        let record = fields::encode(session)?;
         let skey = self.session_key(&session.token_hash);
         let ikey = self.index_key(&session.user_id);
         // The index outlives every session in it: at least this one's absolute lifetime.
-        let index_ttl = session.expires_at.saturating_sub(now).max(ttl);
+        let index_ttl = session.expires_at.saturating_sub(now).max(1);
         self.bounded("insert", async {
             let conn = self.conn().await?;
-            let mut pipe = ::redis::pipe();
-            pipe.atomic()
-                .cmd("DEL")
-                .arg(&skey)
-                .ignore()
-                .cmd("HSET")
-                .arg(&skey)
-                .arg(REC)
-                .arg(record)
-                .arg(LA)
-                .arg(session.last_active_at)
-                .arg(EXP)
-                .arg(session.expires_at)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&skey)
-                .arg(ttl)
-                .ignore();
-            conn.pipe::<()>(&pipe).await.map_err(unavailable)?;
             let add = evalsha(&INDEX_ADD, &ikey, &[&session.id.as_str(), &hex(&session.token_hash), &index_ttl]);
             let indexed = run_scripts(conn, &INDEX_ADD, vec![(ikey.clone(), add)]).await.and_then(first_ok);
             if let Err(e) = indexed {
@@ -69,7 +49,6 @@ impl SessionStore for RedisStore {
         })
         .await
     }
-
     async fn list_for_user(&self, user_id: &str) -> Result<Vec<Session>, StoreError> {
         let ikey = self.index_key(user_id);
         self.bounded("list_for_user", async {
@@ -117,6 +96,64 @@ impl SessionStore for RedisStore {
             let fields: HashMap<String, Vec<u8>> =
                 conn.cmd(::redis::cmd("HGETALL").arg(self.session_key(&hash))).await.map_err(unavailable)?;
             Ok(decode_hash(fields)?.filter(|s| s.user_id == user_id && &s.id == id))
+        })
+        .await
+    }
+
+    /// Writes the new key, moves the index entry to it (only if it still names the old one),
+    /// then deletes the old key and publishes it as revoked. If the index moved on meanwhile
+    /// (revoked), the new key is deleted again and nothing changes.
+    async fn rotate(&self, old: &TokenHash, new: &Session) -> Result<bool, StoreError> {
+        let Some(stored) = self.get(old).await? else {
+            return Ok(false);
+        };
+        if stored.id != new.id || stored.user_id != new.user_id {
+            return Err(StoreError::Corrupt("rotation to another session".into()));
+        }
+        let mut new = new.clone();
+        if stored.last_active_at > new.last_active_at {
+            new.last_active_at = stored.last_active_at;
+            new.last_ip = stored.last_ip.or(new.last_ip);
+        }
+        if !self.insert_record(&new).await? {
+            return Ok(false);
+        }
+        let ikey = self.index_key(&new.user_id);
+        let swapped = self
+            .bounded("rotate", async {
+                let conn = self.conn().await?;
+                let swap = evalsha(&INDEX_SWAP, &ikey, &[&new.id.as_str(), &hex(old), &hex(&new.token_hash)]);
+                let reply = run_scripts(conn, &INDEX_SWAP, vec![(ikey.clone(), swap)]).await?;
+                Ok(matches!(reply.into_iter().next(), Some(Ok(Value::Int(1)))))
+            })
+            .await;
+        match swapped {
+            Ok(true) => {
+                self.remove(old).await?;
+                Ok(true)
+            }
+            other => {
+                let skey = self.session_key(&new.token_hash);
+                let _ = self.bounded("rotate undo", async { self.conn().await?.cmd::<()>(::redis::cmd("DEL").arg(&skey)).await.map_err(unavailable) }).await;
+                other.map(|_| false)
+            }
+        }
+    }
+
+    async fn update(&self, session: &Session) -> Result<bool, StoreError> {
+        let skey = self.session_key(&session.token_hash);
+        let record = fields::encode(session)?;
+        let channel = self.revocation_channel();
+        let notice = format!("~{}", hex(&session.token_hash));
+        self.bounded("update", async {
+            let conn = self.conn().await?;
+            let cmd = evalsha(&REPLACE_RECORD, &skey, &[&record]);
+            let reply = run_scripts(conn, &REPLACE_RECORD, vec![(skey.clone(), cmd)]).await?;
+            let wrote = matches!(reply.into_iter().next(), Some(Ok(Value::Int(1))));
+            if wrote {
+                conn.cmd::<()>(::redis::cmd("PUBLISH").arg(&channel).arg(&notice)).await.map_err(unavailable)?;
+            }
+            Ok(wrote)
         })
         .await
     }
@@ -175,6 +212,43 @@ impl SessionStore for RedisStore {
     /// the shared contract checks. It SCANs session keys on every data node, so run it rarely.
     async fn remove_expired(&self, now: Millis, idle_timeout: Millis) -> Result<usize, StoreError> {
         self.sweep(now, idle_timeout).await
+    }
+}
+
+impl RedisStore {
+    /// Writes the session key (record, activity fields, TTL), not the index. `false` when the
+    /// session is already over (nothing is written: it would only store a dead session).
+    async fn insert_record(&self, session: &Session) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let Some(ttl) = fields::ttl(session.last_active_at, session.expires_at, self.idle_timeout, now) else {
+            return Ok(false);
+        };
+        let record = fields::encode(session)?;
+        let skey = self.session_key(&session.token_hash);
+        self.bounded("insert", async {
+            let conn = self.conn().await?;
+            let mut pipe = ::redis::pipe();
+            pipe.atomic()
+                .cmd("DEL")
+                .arg(&skey)
+                .ignore()
+                .cmd("HSET")
+                .arg(&skey)
+                .arg(REC)
+                .arg(record)
+                .arg(LA)
+                .arg(session.last_active_at)
+                .arg(EXP)
+                .arg(session.expires_at)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&skey)
+                .arg(ttl)
+                .ignore();
+            conn.pipe::<()>(&pipe).await.map_err(unavailable)?;
+            Ok(true)
+        })
+        .await
     }
 }
 

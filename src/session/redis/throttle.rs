@@ -1,5 +1,6 @@
-//! Sign-in attempt counters in Redis, so every replica counts against the same limits:
-//! `<prefix>:t:{a:<email>}` per account and `<prefix>:t:{n:<network>}` per client network,
+//! Attempt counters in Redis, so every replica counts against the same limits:
+//! `<prefix>:t:{a:<email>}` per account and `<prefix>:t:{n:<network>}` per client network for
+//! sign-in, `<prefix>:t:{totp:a:<user id>}` and `<prefix>:t:{totp:n:<network>}` for TOTP codes,
 //! each a counter whose TTL is the window. Every call touches one key (cluster-safe).
 
 use std::net::IpAddr;
@@ -11,23 +12,32 @@ use async_trait::async_trait;
 use super::scripts::{evalsha, GIVE_BACK, TAKE_ATTEMPT};
 use super::store_impl::run_scripts;
 use super::{unavailable, RedisStore};
-use crate::auth::throttle::{network, AttemptLimiter, ACCOUNT_LIMIT, NETWORK_LIMIT, WINDOW};
+use crate::auth::throttle::{account_key, network, AttemptLimiter, Rule};
 use crate::clock::Millis;
 use crate::session::store::StoreError;
 
 impl RedisStore {
-    fn account_counter(&self, email: &str) -> String {
-        format!("{}:t:{{a:{}}}", self.prefix, email.trim().to_ascii_lowercase())
+    /// Sign-in keeps the key names it always had; other kinds are prefixed with their name.
+    fn kind_prefix(rule: &Rule) -> String {
+        if rule.kind == "signin" {
+            String::new()
+        } else {
+            format!("{}:", rule.kind)
+        }
     }
 
-    fn network_counter(&self, ip: IpAddr) -> String {
-        format!("{}:t:{{n:{}}}", self.prefix, network(ip))
+    fn account_counter(&self, rule: &Rule, account: &str) -> String {
+        format!("{}:t:{{{}a:{}}}", self.prefix, Self::kind_prefix(rule), account_key(account))
+    }
+
+    fn network_counter(&self, rule: &Rule, ip: IpAddr) -> String {
+        format!("{}:t:{{{}n:{}}}", self.prefix, Self::kind_prefix(rule), network(ip))
     }
 
     /// Counts one attempt on `key`: `Ok(true)` counted, `Ok(false)` the window is used up
     /// (`retry` set), `Err` Redis unreachable.
-    async fn take(&self, key: &str, limit: u32, retry: &mut Duration) -> Result<bool, StoreError> {
-        let window = WINDOW.as_millis() as u64;
+    async fn take(&self, key: &str, limit: u32, window: Duration, retry: &mut Duration) -> Result<bool, StoreError> {
+        let window = window.as_millis() as u64;
         self.bounded("attempt count", async {
             let conn = self.conn().await?;
             let cmd = evalsha(&TAKE_ATTEMPT, key, &[&window, &limit]);
@@ -60,19 +70,20 @@ impl RedisStore {
 impl AttemptLimiter for RedisStore {
     async fn reserve(
         &self,
-        email: &str,
+        rule: &Rule,
+        account: &str,
         _known: bool,
         ip: Option<IpAddr>,
         _now: Millis,
     ) -> Result<Result<(), Duration>, StoreError> {
         // Redis holds every key only for its window, so unknown emails need no separate bound.
         let mut retry = Duration::ZERO;
-        let account = self.account_counter(email);
-        if !self.take(&account, ACCOUNT_LIMIT, &mut retry).await? {
+        let account = self.account_counter(rule, account);
+        if !self.take(&account, rule.per_account, rule.window, &mut retry).await? {
             return Ok(Err(retry));
         }
         if let Some(ip) = ip {
-            if !self.take(&self.network_counter(ip), NETWORK_LIMIT, &mut retry).await? {
+            if !self.take(&self.network_counter(rule, ip), rule.per_network, rule.window, &mut retry).await? {
                 self.give_back(&account).await?;
                 return Ok(Err(retry));
             }
@@ -80,8 +91,8 @@ impl AttemptLimiter for RedisStore {
         Ok(Ok(()))
     }
 
-    async fn succeeded(&self, email: &str, ip: Option<IpAddr>) {
-        let account = self.account_counter(email);
+    async fn succeeded(&self, rule: &Rule, account: &str, ip: Option<IpAddr>) {
+        let account = self.account_counter(rule, account);
         let reset = self.bounded("attempt reset", async {
             let conn = self.conn().await?;
             conn.cmd::<()>(::redis::cmd("DEL").arg(&account)).await.map_err(unavailable)
@@ -90,7 +101,7 @@ impl AttemptLimiter for RedisStore {
             tracing::warn!(error = %e, "could not reset the account's sign-in attempts");
         }
         if let Some(ip) = ip {
-            if let Err(e) = self.give_back(&self.network_counter(ip)).await {
+            if let Err(e) = self.give_back(&self.network_counter(rule, ip)).await {
                 tracing::warn!(error = %e, "could not give the network its sign-in attempt back");
             }
         }

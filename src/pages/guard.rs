@@ -1,0 +1,44 @@
+//! What a built-in page or API call needs before it runs: a signed-in person, and for
+//! sensitive actions a recent re-authentication (see `crate::elevation`).
+
+use pingora::proxy::Session;
+
+use crate::clock::millis;
+use crate::elevation;
+use crate::error::GatewayError;
+use crate::proxy::authenticate;
+use crate::proxy::ctx::{Identity, RequestCtx};
+use crate::state::AppState;
+
+/// The caller's identity, or `SignInRequired` (a browser navigating is then sent to sign in
+/// and back by `pages::handle`).
+pub async fn identity(state: &AppState, session: &Session, ctx: &RequestCtx) -> Result<Identity, GatewayError> {
+    match authenticate::identify(state, session.req_header(), ctx.client_ip).await? {
+        (Some(identity), _) => Ok(identity),
+        (None, _) => Err(GatewayError::SignInRequired),
+    }
+}
+
+fn challenge(state: &AppState) -> GatewayError {
+    GatewayError::ElevationRequired { max_age: state.config.elevation.max_age.as_secs() }
+}
+
+/// A sensitive action: the session must have re-authenticated within `elevation.max_age`.
+pub fn elevated(state: &AppState, identity: &Identity) -> Result<(), GatewayError> {
+    let max_age = millis(state.config.elevation.max_age);
+    if elevation::passes(&identity.session.session, state.sessions.now(), max_age) {
+        Ok(())
+    } else {
+        Err(challenge(state))
+    }
+}
+
+/// Creating a credential: a sign-in or a re-authentication within `elevation.max_age`.
+pub fn recently_authenticated(state: &AppState, identity: &Identity) -> Result<(), GatewayError> {
+    let max_age = millis(state.config.elevation.max_age);
+    if elevation::recently_authenticated(&identity.session.session, state.sessions.now(), max_age) {
+        Ok(())
+    } else {
+        Err(challenge(state))
+    }
+}

@@ -1,0 +1,237 @@
+//! Settings → Security → Authenticator app: set up TOTP (QR code + manual key, confirmed by a
+//! first code), see its status, remove it (a sensitive action). Pages and JSON.
+
+use pingora::proxy::Session;
+use serde::{Deserialize, Serialize};
+
+use super::{body, csrf, elevate_url, guard, query_param, trusted_forwarded_host, TOTP_PATH};
+use crate::account::audit_log::{self, Actor};
+use crate::account::totp::{self as account_totp, CodeCheck};
+use crate::audit::AuditEvent;
+use crate::auth::totp::{otpauth_uri, qr_svg, TotpSecret};
+use crate::clock::rfc3339;
+use crate::error::GatewayError;
+use crate::proxy::ctx::{Identity, RequestCtx};
+use crate::proxy::respond::Reply;
+use crate::state::AppState;
+
+/// The issuer authenticator apps show next to the account: the site's host when known.
+fn issuer(session: &Session) -> String {
+    let host = session.req_header().headers.get(http::header::HOST).and_then(|h| h.to_str().ok());
+    let host = host.map(|h| h.split(':').next().unwrap_or(h).trim()).filter(|h| !h.is_empty() && h.len() <= 100);
+    host.unwrap_or("Dalea Gateway").to_string()
+}
+
+#[derive(Serialize)]
+struct UserView<'a> {
+    display_name: &'a str,
+    email: &'a str,
+}
+
+#[derive(Serialize)]
+struct Enrolment {
+    qr_svg: String,
+    manual_key: String,
+}
+
+#[derive(Serialize)]
+struct TotpPage<'a> {
+    user: UserView<'a>,
+    csrf_token: &'a str,
+    tab: &'static str,
+    tab_label: &'static str,
+    available: bool,
+    enabled: bool,
+    enrolled_at: Option<String>,
+    enrolment: Option<Enrolment>,
+    /// May set up now (a recent sign-in or confirmation), else a link to confirm first.
+    may_enrol: bool,
+    /// May remove now (a recent confirmation), else a link to confirm first.
+    may_remove: bool,
+    elevate_url: String,
+    notice: Option<&'static str>,
+    error: Option<String>,
+}
+
+/// Setting up needs a recent sign-in or confirmation; replacing an active credential needs a
+/// recent confirmation (it is removing the old one).
+fn may_enrol(state: &AppState, identity: &Identity, enabled: bool) -> Result<(), GatewayError> {
+    if enabled {
+        guard::elevated(state, identity)
+    } else {
+        guard::recently_authenticated(state, identity)
+    }
+}
+
+async fn render(
+    state: &AppState,
+    session: &Session,
+    identity: &Identity,
+    status: u16,
+    error: Option<String>,
+) -> Result<Reply, GatewayError> {
+    let user = &identity.user;
+    let stored = state.accounts.totp(&user.id).await?;
+    let enrolment = match account_totp::pending(state, &user.id).await {
+        Ok(Some(secret)) => Some(enrolment_view(session, &user.email, &secret)),
+        Ok(None) | Err(GatewayError::Conflict(_)) => None,
+        Err(e) => return Err(e),
+    };
+    let notice = match query_param(session, "done").as_deref() {
+        Some("enrolled") => Some("Your authenticator app is set up. Sensitive actions now ask for a code from it."),
+        Some("removed") => Some("The authenticator app was removed."),
+        _ => None,
+    };
+    let enabled = stored.active.is_some();
+    let page = TotpPage {
+        user: UserView { display_name: &user.display_name, email: &user.email },
+        csrf_token: identity.session.session.csrf.expose(),
+        tab: "totp",
+        tab_label: "Authenticator app",
+        available: state.secret_key.is_some(),
+        enabled,
+        enrolled_at: stored.active.map(|a| rfc3339(a.enrolled_at)),
+        enrolment,
+        may_enrol: may_enrol(state, identity, enabled).is_ok(),
+        may_remove: guard::elevated(state, identity).is_ok(),
+        elevate_url: elevate_url(TOTP_PATH),
+        notice,
+        error,
+    };
+    Ok(Reply::html(status, state.templates.render("totp.html", &page)))
+}
+
+fn enrolment_view(session: &Session, email: &str, secret: &TotpSecret) -> Enrolment {
+    Enrolment { qr_svg: qr_svg(&otpauth_uri(secret, &issuer(session), email)), manual_key: secret.base32_grouped() }
+}
+
+/// GET /.dalea/settings/security/totp
+pub async fn page(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
+    let identity = guard::identity(state, session, ctx).await?;
+    render(state, session, &identity, 200, None).await
+}
+
+/// The identity behind a form post on this page, with origin and CSRF token checked.
+async fn form_identity(
+    state: &AppState,
+    session: &mut Session,
+    ctx: &RequestCtx,
+) -> Result<(Identity, std::collections::HashMap<String, String>), GatewayError> {
+    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
+    body::require_content_type(session, body::FORM)?;
+    let identity = guard::identity(state, session, ctx).await?;
+    let fields = body::form(&body::read(session, state.config.server.max_form_bytes).await?);
+    csrf::check_token(&identity.session.session.csrf, fields.get("csrf_token"))?;
+    Ok((identity, fields))
+}
+
+async fn enrol(state: &AppState, identity: &Identity) -> Result<TotpSecret, GatewayError> {
+    let enabled = account_totp::is_enrolled(state, &identity.user.id).await?;
+    may_enrol(state, identity, enabled)?;
+    account_totp::start_enrolment(state, &identity.user.id).await
+}
+
+/// POST …/totp/enroll: starts a set-up, then shows its QR code on the page.
+pub async fn enroll_form(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
+    let (identity, _) = form_identity(state, session, ctx).await?;
+    enrol(state, &identity).await?;
+    Ok(Reply::see_other(TOTP_PATH))
+}
+
+/// Confirms the set-up with a code; audited.
+async fn confirm(state: &AppState, identity: &Identity, ctx: &RequestCtx, code: &str) -> Result<(), GatewayError> {
+    match account_totp::confirm(state, &identity.user.id, code, ctx.client_ip).await? {
+        CodeCheck::Accepted => {
+            let actor = Actor::session(state, &identity.session.session, ctx.client_ip);
+            audit_log::record(state, &identity.user.id, actor, AuditEvent::TotpEnrolled).await;
+            Ok(())
+        }
+        CodeCheck::Refused => Err(GatewayError::BadCode),
+    }
+}
+
+/// POST …/totp/confirm (form: csrf_token, code)
+pub async fn confirm_form(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
+    let (identity, fields) = form_identity(state, session, ctx).await?;
+    let code = fields.get("code").map(String::as_str).unwrap_or_default();
+    match confirm(state, &identity, ctx, code).await {
+        Ok(()) => Ok(Reply::see_other(&format!("{TOTP_PATH}?done=enrolled"))),
+        Err(err) if matches!(err.status(), 401 | 409 | 429) => {
+            let page = render(state, session, &identity, err.status(), Some(err.to_string())).await?;
+            Ok(err.headers().into_iter().fold(page, |r, (k, v)| r.header(k, v)))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Removes TOTP (sensitive); audited.
+async fn disable(state: &AppState, identity: &Identity, ctx: &RequestCtx) -> Result<(), GatewayError> {
+    guard::elevated(state, identity)?;
+    if account_totp::disable(state, &identity.user.id).await? {
+        let actor = Actor::session(state, &identity.session.session, ctx.client_ip);
+        audit_log::record(state, &identity.user.id, actor, AuditEvent::TotpDisabled).await;
+    }
+    Ok(())
+}
+
+/// POST …/totp/disable (form: csrf_token)
+pub async fn disable_form(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
+    let (identity, _) = form_identity(state, session, ctx).await?;
+    disable(state, &identity, ctx).await?;
+    Ok(Reply::see_other(&format!("{TOTP_PATH}?done=removed")))
+}
+
+/// The identity behind a JSON call: origin checked, and a body (if any) must be JSON.
+async fn json_identity(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Identity, GatewayError> {
+    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
+    guard::identity(state, session, ctx).await
+}
+
+/// GET /.dalea/api/totp → `{"enabled", "enrolled_at"}`
+pub async fn status_json(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
+    let identity = guard::identity(state, session, ctx).await?;
+    let active = state.accounts.totp(&identity.user.id).await?.active;
+    let body = serde_json::json!({
+        "enabled": active.is_some(),
+        "enrolled_at": active.map(|a| rfc3339(a.enrolled_at)),
+    });
+    Ok(Reply::json(200, body.to_string().into_bytes()))
+}
+
+/// POST /.dalea/api/totp/enroll → `{"secret", "otpauth_uri"}` (shown this once).
+pub async fn enroll_json(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
+    let identity = json_identity(state, session, ctx).await?;
+    if super::has_body(session) {
+        body::require_content_type(session, body::JSON)?;
+        let _: serde_json::Map<String, serde_json::Value> =
+            body::json(&body::read(session, state.config.server.max_form_bytes).await?)?;
+    }
+    let secret = enrol(state, &identity).await?;
+    let body = serde_json::json!({
+        "secret": secret.base32(),
+        "otpauth_uri": otpauth_uri(&secret, &issuer(session), &identity.user.email),
+    });
+    Ok(Reply::json(200, body.to_string().into_bytes()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonCode {
+    code: String,
+}
+
+/// POST /.dalea/api/totp/confirm `{"code"}` → 204
+pub async fn confirm_json(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
+    let identity = json_identity(state, session, ctx).await?;
+    body::require_content_type(session, body::JSON)?;
+    let req: JsonCode = body::json(&body::read(session, state.config.server.max_form_bytes).await?)?;
+    confirm(state, &identity, ctx, &req.code).await?;
+    Ok(Reply::empty(204))
+}
+
+/// DELETE /.dalea/api/totp → 204 (sensitive)
+pub async fn disable_json(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
+    let identity = json_identity(state, session, ctx).await?;
+    disable(state, &identity, ctx).await?;
+    Ok(Reply::empty(204))
+}
