@@ -100,6 +100,13 @@ fn check_config(path: &std::path::Path) -> Result<(), String> {
     let info = &config.client_info;
     ClientInfoResolver::new(info.trusted_proxies.clone(), info.geoip_database.as_deref())
         .map_err(|e| format!("client_info.geoip_database: {e}"))?;
+    if config.secrets == dalea_gateway::config::KeySource::Missing {
+        eprintln!(
+            "{}: note: secrets.encryption_key is not set, so people cannot set up an authenticator app \
+             (TOTP); set one key shared by every replica",
+            path.display()
+        );
+    }
     Ok(())
 }
 

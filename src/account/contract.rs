@@ -253,7 +253,7 @@ async fn audit_keeps_only_the_newest(store: &dyn AccountStore) {
 
 async fn people_are_isolated(store: &dyn AccountStore) {
     // Prefixes of each other, and ids with the characters keys are built from.
-    let people = ["ann", "anna", "an", "a{b", "a}b", "}x", "{y}", "a:b", "a", "a}:n", "a:n", "%7D", "}"];
+    let people = ["ann", "anna", "an", "a{b", "a}b", "}x", "{y}", "a:b", "a", "a}:n", "a:n", "%7D", "}", "%", ""];
     for (i, user) in people.iter().enumerate() {
         let n = 100 + i as u8;
         enrol(store, user, n, STEP + i as u64).await;

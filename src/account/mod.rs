@@ -85,9 +85,10 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Starts (or restarts) an enrolment; an active credential is left as it is.
     async fn set_pending_totp(&self, user_id: &str, pending: &PendingTotp) -> Result<(), StoreError>;
 
-    /// Makes the pending secret the active credential, with `step` already used, if a pending
-    /// enrolment exists, has not expired at `now` and holds exactly `secret` (the one the code
-    /// was checked against). Replaces any active credential. Returns whether it did.
+    /// Makes the pending secret the active credential, enrolled at `now` with `step` already
+    /// used, if a pending enrolment exists, has not expired at `now` (`now < expires_at`) and
+    /// holds exactly `secret` (the one the code was checked against). Replaces any active
+    /// credential and clears the enrolment. Returns whether it did; when not, nothing changes.
     async fn confirm_totp(&self, user_id: &str, secret: &[u8], step: u64, now: Millis) -> Result<bool, StoreError>;
 
     /// Marks `step` used if the person has an active credential and `step` is newer than its

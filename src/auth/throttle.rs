@@ -270,15 +270,15 @@ mod tests {
         }
         t.succeeded(&SIGNIN, "a@x", IP);
         assert!(t.reserve(&SIGNIN, "a@x", true, IP, 0).is_ok());
-        assert_eq!(t.networks.get(&network(IP.unwrap())).map(|e| e.1), Some(ACCOUNT_LIMIT));
+        assert_eq!(t.networks.get(&("signin", network(IP.unwrap()))).map(|e| e.1), Some(ACCOUNT_LIMIT));
     }
 
     #[test]
     fn real_accounts_stay_protected_when_the_bounded_tables_are_full() {
         let t = SignInThrottle::default();
         for i in 0..MAX_KEYS {
-            t.unknown.insert(format!("junk{i}"), (0, 1));
-            t.networks.insert(IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]), (0, 1));
+            t.unknown.insert(("signin", format!("junk{i}")), (0, 1));
+            t.networks.insert(("signin", IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8])), (0, 1));
         }
         for _ in 0..ACCOUNT_LIMIT {
             assert!(t.reserve(&SIGNIN, "a@x", true, IP, 5).is_ok());

@@ -42,13 +42,16 @@ pub(super) fn upstreams(list: Vec<UpstreamFile>) -> Result<Vec<UpstreamConfig>, 
     Ok(out)
 }
 
+/// A route already placed on a host + prefix: its index and methods (empty: all).
+type Claim = (usize, Vec<http::Method>);
+
 pub(super) fn routes(list: Vec<RouteFile>, upstreams: &[UpstreamConfig]) -> Result<Vec<RouteConfig>, ConfigError> {
     if list.is_empty() {
         return Err(ConfigError::new("routes", "at least one [[routes]] entry is required"));
     }
     let mut seen = HashSet::new();
     // (host, normalised prefix) → the routes there so far, with their methods.
-    let mut claimed: HashMap<(Option<String>, String), Vec<(usize, Vec<http::Method>)>> = HashMap::new();
+    let mut claimed: HashMap<(Option<String>, String), Vec<Claim>> = HashMap::new();
     let mut out: Vec<RouteConfig> = Vec::with_capacity(list.len());
     for (i, r) in list.into_iter().enumerate() {
         let key = |field: &str| format!("routes[{i}].{field}");
@@ -72,7 +75,7 @@ pub(super) fn routes(list: Vec<RouteFile>, upstreams: &[UpstreamConfig]) -> Resu
         let same_place = claimed.entry((host.clone(), normalised)).or_default();
         // Two routes on one host + prefix are fine only when their methods cannot overlap (a
         // route with methods is tried before one without).
-        let clash = same_place.iter().find(|(_, m): &&(usize, Vec<http::Method>)| {
+        let clash = same_place.iter().find(|(_, m): &&Claim| {
             (m.is_empty() && methods.is_empty()) || m.iter().any(|x| methods.contains(x))
         });
         if let Some(&(earlier, _)) = clash {

@@ -144,6 +144,8 @@ fn update_totp(db: &Database, user: &str, change: impl FnOnce(&mut StoredTotp) -
     };
     if changed {
         txn.commit().map_err(unavailable)?;
+    } else {
+        txn.abort().map_err(unavailable)?;
     }
     Ok(changed)
 }

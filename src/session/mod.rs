@@ -16,7 +16,7 @@ pub mod redis;
 pub mod revocation;
 pub mod store;
 #[cfg(test)]
-mod store_contract;
+pub(crate) mod store_contract;
 pub mod sweeper;
 pub mod token;
 

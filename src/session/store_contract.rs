@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use super::store::{Activity, SessionStore};
-use super::{NewSession, PublicId, Session, SignInMethod};
+use super::{Elevation, ElevationMethod, NewSession, PublicId, Session, SignInMethod};
 use crate::client_info::ClientHints;
 use crate::clock::Millis;
 
@@ -33,6 +33,8 @@ pub async fn run_all(store: &dyn SessionStore) {
     per_user_listing_is_isolated(store).await;
     activity_updates_without_resurrecting(store).await;
     expiry_sweep_removes_only_expired(store).await;
+    rotation_moves_a_session_to_a_new_token(store).await;
+    update_rewrites_only_existing_sessions(store).await;
 }
 
 async fn insert_get_remove(store: &dyn SessionStore) {
@@ -111,6 +113,53 @@ async fn expiry_sweep_removes_only_expired(store: &dyn SessionStore) {
     // Past the absolute lifetime even an active session goes.
     assert_eq!(store.remove_expired(90 * DAY, 30 * DAY).await.expect("sweep"), 1);
     assert!(store.list_for_user("dave").await.expect("list").is_empty());
+}
+
+async fn rotation_moves_a_session_to_a_new_token(store: &dyn SessionStore) {
+    let s = session("frank", 1_000);
+    store.insert(&s).await.expect("insert");
+    let ip: IpAddr = "192.0.2.9".parse().expect("ip");
+    store.record_activity(&[Activity { token_hash: s.token_hash, at: 4_000, ip: Some(ip) }]).await.expect("activity");
+    let mut new = s.clone();
+    new.token_hash = super::Token::generate().hash();
+    new.elevation = Some(Elevation { method: ElevationMethod::Totp, at: 3_000 });
+    new.ever_elevated = true;
+    assert!(store.rotate(&s.token_hash, &new).await.expect("rotate"));
+    assert!(store.get(&s.token_hash).await.expect("get").is_none(), "the old token finds nothing");
+    let got = store.get(&new.token_hash).await.expect("get").expect("the new token finds the session");
+    assert_eq!(got.id, s.id, "the public id stays");
+    assert_eq!(got.created_at, s.created_at);
+    assert_eq!(got.expires_at, s.expires_at, "rotation never extends the hard expiry");
+    assert_eq!(got.elevation, new.elevation);
+    assert_eq!((got.last_active_at, got.last_ip), (4_000, Some(ip)), "the newest stored activity is kept");
+    let found = store.find_for_user("frank", &s.id).await.expect("find").map(|f| f.token_hash);
+    assert_eq!(found, Some(new.token_hash), "the index follows the new token");
+    assert_eq!(store.list_for_user("frank").await.expect("list").len(), 1);
+    // A session that is gone (revoked meanwhile) is not brought back by a late rotation.
+    let mut late = new.clone();
+    late.token_hash = super::Token::generate().hash();
+    assert!(!store.rotate(&s.token_hash, &late).await.expect("rotate"));
+    assert!(store.get(&late.token_hash).await.expect("get").is_none());
+    store.remove(&new.token_hash).await.expect("remove");
+    assert!(!store.rotate(&new.token_hash, &late).await.expect("rotate after revoke"));
+    assert!(store.get(&late.token_hash).await.expect("get").is_none());
+    assert!(store.list_for_user("frank").await.expect("list").is_empty());
+}
+
+async fn update_rewrites_only_existing_sessions(store: &dyn SessionStore) {
+    let mut s = session("gina", 1_000);
+    s.elevation = Some(Elevation { method: ElevationMethod::Totp, at: 1_500 });
+    store.insert(&s).await.expect("insert");
+    store.record_activity(&[Activity { token_hash: s.token_hash, at: 6_000, ip: None }]).await.expect("activity");
+    let mut changed = s.clone();
+    changed.elevation = None;
+    assert!(store.update(&changed).await.expect("update"));
+    let got = store.get(&s.token_hash).await.expect("get").expect("present");
+    assert_eq!(got.elevation, None);
+    assert_eq!(got.last_active_at, 6_000, "an update never moves activity backwards");
+    store.remove(&s.token_hash).await.expect("remove");
+    assert!(!store.update(&changed).await.expect("update a removed session"));
+    assert!(store.get(&s.token_hash).await.expect("get").is_none(), "an update never resurrects");
 }
 
 mod embedded {

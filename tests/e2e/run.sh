@@ -4,8 +4,12 @@
 #   DALEA_BIN=$CARGO_TARGET_DIR/debug/dalea-gateway tests/e2e/run.sh
 #
 # Installs the node packages from package-lock.json (npm ci) when node_modules is missing or
-# older than the lock file, checks that Chromium is there, and runs sessions.e2e.mjs.
-# The exit code is the test's. Screenshots and the gateway log land in tests/e2e/artifacts/.
+# older than the lock file, checks that Chromium is there, and runs each test in turn (each
+# with its own gateway): sessions.e2e.mjs, then elevation.e2e.mjs. All tests run even when one
+# fails; the exit code is 0 when all passed, else the first failing test's. Screenshots and the
+# gateway logs (gateway-<test>.log) land in tests/e2e/artifacts/.
+#
+# Run some of them only by naming them:  tests/e2e/run.sh elevation
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -54,7 +58,31 @@ if (( stale )); then
   npm ci --no-audit --no-fund
 fi
 
+tests=("$@")
+(( ${#tests[@]} )) || tests=(sessions elevation)
+for t in "${tests[@]}"; do
+  if [[ ! -f "$t.e2e.mjs" ]]; then
+    echo "run.sh: no test $t.e2e.mjs in $here" >&2
+    exit 2
+  fi
+done
+
 export DALEA_BIN CHROMIUM_PATH="$chromium_bin"
 status=0
-node sessions.e2e.mjs || status=$?
+failed=()
+for t in "${tests[@]}"; do
+  echo "# $t.e2e.mjs"
+  rc=0
+  node "$t.e2e.mjs" || rc=$?
+  if (( rc != 0 )); then
+    failed+=("$t (exit $rc)")
+    (( status != 0 )) || status=$rc
+  fi
+  echo
+done
+if (( ${#failed[@]} )); then
+  echo "run.sh: FAILED: ${failed[*]}" >&2
+else
+  echo "run.sh: all passed: ${tests[*]}"
+fi
 exit "$status"

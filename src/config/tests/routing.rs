@@ -161,3 +161,34 @@ fn an_unused_upstream_is_accepted() {
     let text = format!("{MINIMAL}\n[[upstreams]]\nname = \"staged\"\naddress = \"127.0.0.1:3001\"\n");
     assert_eq!(load(&text).unwrap().upstreams.len(), 2);
 }
+
+#[test]
+fn routes_may_split_one_prefix_by_method_but_never_share_a_method() {
+    let routes = |extra: &str| {
+        let text = MINIMAL.replace(
+            "[[routes]]\nupstream = \"app\"\n",
+            &format!("[[routes]]\nupstream = \"app\"\npath_prefix = \"/admin\"\n{extra}"),
+        );
+        load(&text)
+    };
+    let ok = routes(
+        "[[routes]]\nupstream = \"app\"\npath_prefix = \"/admin\"\nmethods = [\"post\", \"DELETE\"]\naccess = \"elevated\"\n\
+         [[routes]]\nupstream = \"app\"\npath_prefix = \"/admin\"\nmethods = [\"GET\"]\naccess = \"public\"\n",
+    )
+    .unwrap();
+    assert_eq!(ok.routes[1].methods, vec![http::Method::POST, http::Method::DELETE]);
+    assert_eq!(ok.routes[2].methods, vec![http::Method::GET, http::Method::HEAD], "GET brings HEAD along");
+
+    let err = routes(
+        "[[routes]]\nupstream = \"app\"\npath_prefix = \"/admin\"\nmethods = [\"POST\"]\n\
+         [[routes]]\nupstream = \"app\"\npath_prefix = \"/admin/\"\nmethods = [\"PUT\", \"POST\"]\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "routes[2].path_prefix");
+    assert!(err.message.contains("for the same methods"), "{err}");
+
+    for bad in ["[\"\"]", "[\"GET /\"]", "[\"POST\", \"post\"]"] {
+        let err = routes(&format!("[[routes]]\nupstream = \"app\"\npath_prefix = \"/x\"\nmethods = {bad}\n")).unwrap_err();
+        assert_eq!(err.key, "routes[1].methods", "{bad}");
+    }
+}

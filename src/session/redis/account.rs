@@ -3,8 +3,9 @@
 //! command and script touches one hash slot. Check-and-set operations are Lua scripts, atomic
 //! on the server whichever replica sends them.
 //!
-//! The id is escaped in keys (`%` → `%25`, `{` → `%7B`, `}` → `%7D`): a brace in an id would
-//! otherwise end the hash tag early and split one person's keys over two slots.
+//! The id is escaped in keys (`%` → `%25`, `{` → `%7B`, `}` → `%7D`, the empty id → `%`): a
+//! brace in an id would otherwise end the hash tag early (and an empty tag is no tag), splitting
+//! one person's keys over two slots.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -96,8 +97,12 @@ return seq
 });
 
 /// A person's id as it appears inside the `{…}` hash tag: braces and `%` escaped, so the tag is
-/// the whole id and distinct ids never share keys.
+/// the whole id and distinct ids never share keys. The empty id becomes a lone `%` (which no
+/// escaped id can be), because an empty tag `{}` would not count as a hash tag at all.
 fn tag(user_id: &str) -> String {
+    if user_id.is_empty() {
+        return "%".into();
+    }
     let mut out = String::with_capacity(user_id.len());
     for c in user_id.chars() {
         match c {
@@ -354,6 +359,7 @@ mod tests {
         }
         assert_eq!(tag("a{b}%"), "a%7Bb%7D%25");
         assert_ne!(tag("}"), tag("%7D"));
+        assert_ne!(tag(""), tag("%"));
     }
 
     #[tokio::test]

@@ -15,8 +15,8 @@
 //! | `P:audit:{<id>}` | ZSET | score = sequence number, member = `<seq>:<event JSON>`; the newest `keep` only |
 //! | `P:audit:{<id>}:n` | STRING | the last sequence number given out (INCR) |
 //!
-//! `<id>` is the person's id with `%`, `{` and `}` escaped as `%25`, `%7B`, `%7D` (`account.rs`),
-//! so the hash tag is always the whole id. Both audit keys get a 400-day TTL, refreshed by every
+//! `<id>` is the person's id with `%`, `{` and `}` escaped as `%25`, `%7B`, `%7D` (the empty id
+//! as `%`; `account.rs`), so the hash tag is always the whole id. Both audit keys get a 400-day TTL, refreshed by every
 //! append, so an abandoned account's log goes away; the credential and password keys never
 //! expire (an abandoned enrolment stays in `P:totp` until the next enrolment or removal, and is
 //! refused once past `pending_exp`).

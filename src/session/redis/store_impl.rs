@@ -129,7 +129,14 @@ impl SessionStore for RedisStore {
             .await;
         match swapped {
             Ok(true) => {
-                self.remove(old).await?;
+                // Not `remove`: the index entry already names the new token.
+                let (skey, channel) = (self.session_key(old), self.revocation_channel());
+                self.bounded("rotate", async {
+                    let conn = self.conn().await?;
+                    conn.cmd::<()>(::redis::cmd("DEL").arg(&skey)).await.map_err(unavailable)?;
+                    conn.cmd::<()>(::redis::cmd("PUBLISH").arg(&channel).arg(hex(old))).await.map_err(unavailable)
+                })
+                .await?;
                 Ok(true)
             }
             other => {
