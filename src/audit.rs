@@ -17,16 +17,27 @@ pub const KEEP_PER_PERSON: usize = 1000;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AuditEvent {
     /// A sign-in; `method` as in sessions (`password`, `oauth:google`, `passkey`).
-    SignIn { method: String },
+    SignIn {
+        method: String,
+    },
     /// A sign-in attempt for this account that failed (`reason`: `password`, `throttled`).
-    SignInFailed { reason: String },
+    SignInFailed {
+        reason: String,
+    },
     SignOut,
     /// Another session was signed out from the sessions list.
-    SessionRevoked { revoked_session_id: String },
+    SessionRevoked {
+        revoked_session_id: String,
+    },
     /// The session re-authenticated for sensitive actions (`totp`, `passkey`, `password`).
-    Elevation { method: String },
+    Elevation {
+        method: String,
+    },
     /// A wrong, reused or throttled code on the elevation page.
-    ElevationFailed { method: String, reason: String },
+    ElevationFailed {
+        method: String,
+        reason: String,
+    },
     TotpEnrolled,
     TotpDisabled,
     PasswordChanged,

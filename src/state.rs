@@ -51,7 +51,9 @@ pub fn open_store(config: &Config) -> anyhow::Result<Stores> {
 /// without `[secrets]` — TOTP cannot be enrolled, and the pages say so.
 pub fn load_secret_key(source: &KeySource) -> anyhow::Result<Option<SecretKey>> {
     let key = match source {
-        KeySource::Inline(text) => SecretKey::from_base64(text).map_err(|e| anyhow::anyhow!("secrets.encryption_key: {e}"))?,
+        KeySource::Inline(text) => {
+            SecretKey::from_base64(text).map_err(|e| anyhow::anyhow!("secrets.encryption_key: {e}"))?
+        }
         KeySource::File(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("secrets.encryption_key_file: cannot read {}: {e}", path.display()))?;

@@ -35,8 +35,13 @@ impl Actor {
 /// returned: the action itself already happened (or was refused) and must say so.
 pub async fn record(state: &AppState, user_id: &str, actor: Actor, event: AuditEvent) {
     let kind = event.kind();
-    let entry =
-        AuditRecord { at: state.sessions.now(), ip: actor.ip, session_id: actor.session_id, device: actor.device, event };
+    let entry = AuditRecord {
+        at: state.sessions.now(),
+        ip: actor.ip,
+        session_id: actor.session_id,
+        device: actor.device,
+        event,
+    };
     tracing::info!(
         audit = kind,
         user.id = %user_id,

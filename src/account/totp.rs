@@ -83,7 +83,12 @@ async fn reserve(state: &AppState, user_id: &str, ip: Option<IpAddr>) -> Result<
 /// Confirms the enrolment with a first code: the credential becomes active with that step used.
 /// Sessions that passed sensitive actions by password alone stop doing so (the person now has
 /// a second factor to use instead).
-pub async fn confirm(state: &AppState, user_id: &str, code: &str, ip: Option<IpAddr>) -> Result<CodeCheck, GatewayError> {
+pub async fn confirm(
+    state: &AppState,
+    user_id: &str,
+    code: &str,
+    ip: Option<IpAddr>,
+) -> Result<CodeCheck, GatewayError> {
     let rule = reserve(state, user_id, ip).await?;
     let now = state.sessions.now();
     let Some(pending) = state.accounts.totp(user_id).await?.pending.filter(|p| p.expires_at > now) else {

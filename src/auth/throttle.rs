@@ -188,7 +188,8 @@ mod tests {
     const ACCOUNT_LIMIT: u32 = 10;
     const NETWORK_LIMIT: u32 = 50;
     const WINDOW: Duration = Duration::from_secs(15 * 60);
-    const SIGNIN: Rule = Rule { kind: "signin", per_account: ACCOUNT_LIMIT, per_network: NETWORK_LIMIT, window: WINDOW };
+    const SIGNIN: Rule =
+        Rule { kind: "signin", per_account: ACCOUNT_LIMIT, per_network: NETWORK_LIMIT, window: WINDOW };
 
     fn window() -> Millis {
         WINDOW.as_millis() as Millis
@@ -283,6 +284,9 @@ mod tests {
         for _ in 0..ACCOUNT_LIMIT {
             assert!(t.reserve(&SIGNIN, "a@x", true, IP, 5).is_ok());
         }
-        assert!(t.reserve(&SIGNIN, "a@x", true, IP, 5).is_err(), "the account limit holds however full the other tables are");
+        assert!(
+            t.reserve(&SIGNIN, "a@x", true, IP, 5).is_err(),
+            "the account limit holds however full the other tables are"
+        );
     }
 }

@@ -75,9 +75,9 @@ pub(super) fn routes(list: Vec<RouteFile>, upstreams: &[UpstreamConfig]) -> Resu
         let same_place = claimed.entry((host.clone(), normalised)).or_default();
         // Two routes on one host + prefix are fine only when their methods cannot overlap (a
         // route with methods is tried before one without).
-        let clash = same_place.iter().find(|(_, m): &&Claim| {
-            (m.is_empty() && methods.is_empty()) || m.iter().any(|x| methods.contains(x))
-        });
+        let clash = same_place
+            .iter()
+            .find(|(_, m): &&Claim| (m.is_empty() && methods.is_empty()) || m.iter().any(|x| methods.contains(x)));
         if let Some(&(earlier, _)) = clash {
             let earlier_prefix = &out[earlier].path_prefix;
             let on = match &host {

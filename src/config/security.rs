@@ -145,7 +145,12 @@ pub(super) fn rate_limit(r: RateLimitFile) -> Result<RateLimitConfig, ConfigErro
     })
 }
 
-pub(super) fn secrets(s: SecretsFile, base: &Path, store: StoreKind, data_dir: &Path) -> Result<KeySource, ConfigError> {
+pub(super) fn secrets(
+    s: SecretsFile,
+    base: &Path,
+    store: StoreKind,
+    data_dir: &Path,
+) -> Result<KeySource, ConfigError> {
     match (s.encryption_key, s.encryption_key_file) {
         (Some(_), Some(_)) => Err(ConfigError::new(
             "secrets.encryption_key",
@@ -177,13 +182,16 @@ pub(super) fn secrets(s: SecretsFile, base: &Path, store: StoreKind, data_dir: &
 /// repeats the value.
 pub fn check_key(key: &str, text: &str) -> Result<[u8; 32], ConfigError> {
     let text = text.trim().trim_end_matches('=');
-    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD.decode(text).map_err(|_| {
-        ConfigError::new(key, "is not base64; generate a key with `openssl rand -base64 32`")
-    })?;
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(text)
+        .map_err(|_| ConfigError::new(key, "is not base64; generate a key with `openssl rand -base64 32`"))?;
     <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
         ConfigError::new(
             key,
-            format!("must be 32 bytes of base64 (got {} bytes); generate one with `openssl rand -base64 32`", bytes.len()),
+            format!(
+                "must be 32 bytes of base64 (got {} bytes); generate one with `openssl rand -base64 32`",
+                bytes.len()
+            ),
         )
     })
 }

@@ -4,7 +4,7 @@
 use pingora::proxy::Session;
 use serde::Serialize;
 
-use super::{guard, query_param, AUDIT_LOG_PATH};
+use super::{guard, query_param, UserView, AUDIT_LOG_PATH};
 use crate::account::audit_log;
 use crate::audit::AuditRecord;
 use crate::clock::{ago, rfc3339};
@@ -70,12 +70,6 @@ struct Row {
 }
 
 #[derive(Serialize)]
-struct UserView<'a> {
-    display_name: &'a str,
-    email: &'a str,
-}
-
-#[derive(Serialize)]
 struct AuditPage<'a> {
     user: UserView<'a>,
     csrf_token: &'a str,
@@ -109,7 +103,7 @@ pub async fn page(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
         })
         .collect();
     let page = AuditPage {
-        user: UserView { display_name: &identity.user.display_name, email: &identity.user.email },
+        user: UserView::of(&identity.user),
         csrf_token: identity.session.session.csrf.expose(),
         tab: "audit-log",
         tab_label: "Audit log",

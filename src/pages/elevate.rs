@@ -6,10 +6,10 @@ use pingora::proxy::Session;
 use serde::{Deserialize, Serialize};
 
 use super::signin::set_cookie_for;
-use super::{body, csrf, guard, query_param, redirect, trusted_forwarded_host};
+use super::{body, csrf, guard, query_param, redirect, trusted_forwarded_host, UserView};
 use crate::account::audit_log::{self, Actor};
-use crate::account::totp::{self as account_totp, CodeCheck};
 use crate::account::password as account_password;
+use crate::account::totp::{self as account_totp, CodeCheck};
 use crate::audit::AuditEvent;
 use crate::clock::{millis, rfc3339};
 use crate::elevation;
@@ -19,12 +19,6 @@ use crate::proxy::respond::Reply;
 use crate::session::manager::Proof;
 use crate::session::ElevationMethod;
 use crate::state::AppState;
-
-#[derive(Serialize)]
-struct UserView<'a> {
-    display_name: &'a str,
-    email: &'a str,
-}
 
 #[derive(Serialize)]
 struct ElevatePage<'a> {
@@ -56,7 +50,7 @@ async fn render(
     let minutes_left =
         elevation::passes(s, now, max_age).then(|| elevation::seconds_left(s, now, max_age).div_ceil(60));
     let page = ElevatePage {
-        user: UserView { display_name: &identity.user.display_name, email: &identity.user.email },
+        user: UserView::of(&identity.user),
         csrf_token: s.csrf.expose(),
         rd,
         method: method_for(state, identity).await?,
@@ -101,9 +95,7 @@ async fn prove(
             Ok(CodeCheck::Refused) => Err(GatewayError::BadCode),
             Err(e) => Err(e),
         },
-        "password" => {
-            account_password::verify(state, user, secret, ctx.client_ip).await.map(|()| Proof::Password)
-        }
+        "password" => account_password::verify(state, user, secret, ctx.client_ip).await.map(|()| Proof::Password),
         _ => return Err(GatewayError::BadRequest("method must be \"totp\" or \"password\".".into())),
     };
     if let Err(e) = &outcome {

@@ -53,6 +53,19 @@ pub const TOTP_PATH: &str = "/.dalea/settings/security/totp";
 pub const PASSWORD_PATH: &str = "/.dalea/settings/security/password";
 pub const AUDIT_LOG_PATH: &str = "/.dalea/settings/security/audit-log";
 
+/// The person as the page header shows them.
+#[derive(serde::Serialize)]
+struct UserView<'a> {
+    display_name: &'a str,
+    email: &'a str,
+}
+
+impl<'a> UserView<'a> {
+    fn of(user: &'a crate::auth::User) -> Self {
+        UserView { display_name: &user.display_name, email: &user.email }
+    }
+}
+
 pub fn is_builtin(path: &str) -> bool {
     path == PREFIX || path.starts_with("/.dalea/")
 }
@@ -130,7 +143,9 @@ async fn dispatch(
         "/.dalea/api/elevate" => Err(GatewayError::MethodNotAllowed("POST")),
         TOTP_PATH if read => totp::page(state, session, ctx).await,
         TOTP_PATH => Err(GatewayError::MethodNotAllowed("GET, HEAD")),
-        "/.dalea/settings/security/totp/enroll" if method == Method::POST => totp::enroll_form(state, session, ctx).await,
+        "/.dalea/settings/security/totp/enroll" if method == Method::POST => {
+            totp::enroll_form(state, session, ctx).await
+        }
         "/.dalea/settings/security/totp/confirm" if method == Method::POST => {
             totp::confirm_form(state, session, ctx).await
         }

@@ -5,7 +5,7 @@
 use pingora::proxy::Session;
 use serde::{Deserialize, Serialize};
 
-use super::{body, csrf, guard, trusted_forwarded_host, SESSIONS_PATH};
+use super::{body, csrf, guard, trusted_forwarded_host, UserView, SESSIONS_PATH};
 use crate::account::audit_log::{self, Actor};
 use crate::account::password::{self as account_password, SetError, MIN_LEN};
 use crate::audit::AuditEvent;
@@ -13,12 +13,6 @@ use crate::error::GatewayError;
 use crate::proxy::ctx::{Identity, RequestCtx};
 use crate::proxy::respond::Reply;
 use crate::state::AppState;
-
-#[derive(Serialize)]
-struct UserView<'a> {
-    display_name: &'a str,
-    email: &'a str,
-}
 
 #[derive(Serialize)]
 struct PasswordPage<'a> {
@@ -32,7 +26,7 @@ struct PasswordPage<'a> {
 
 fn render(state: &AppState, identity: &Identity, status: u16, error: Option<String>) -> Reply {
     let page = PasswordPage {
-        user: UserView { display_name: &identity.user.display_name, email: &identity.user.email },
+        user: UserView::of(&identity.user),
         csrf_token: identity.session.session.csrf.expose(),
         tab: "password",
         tab_label: "Password",

@@ -37,8 +37,8 @@ fn resolve(raw: &str) -> Option<String> {
     if out.starts_with("//") || out.contains('\\') {
         return None;
     }
-    // Never bounce back into the sign-in or elevation pages themselves, or into JSON.
-    let loops = ["/.dalea/signin", "/.dalea/signout", "/.dalea/elevate", "/.dalea/api/"];
+    // Never bounce back into the sign-in page itself, or into JSON.
+    let loops = ["/.dalea/signin", "/.dalea/signout", "/.dalea/api/"];
     if loops.iter().any(|p| out.starts_with(p)) {
         return None;
     }
@@ -85,5 +85,13 @@ mod tests {
         assert_eq!(safe_redirect(None), "/");
         assert_eq!(safe_redirect(Some("//evil.example")), "/");
         assert_eq!(safe_redirect(Some("/\t/evil.example")), "/");
+    }
+
+    #[test]
+    fn sign_in_pages_and_json_are_never_a_destination_but_the_elevation_page_is() {
+        for loop_back in ["/.dalea/signin?rd=%2F", "/.dalea/signout", "/.dalea/api/sessions"] {
+            assert_eq!(safe_redirect(Some(loop_back)), "/", "{loop_back}");
+        }
+        assert_eq!(safe_redirect(Some("/.dalea/elevate?rd=%2Fadmin")), "/.dalea/elevate?rd=%2Fadmin");
     }
 }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use pingora::proxy::Session;
 use serde::Serialize;
 
-use super::{body, csrf, guard, query_param, signin_url, trusted_forwarded_host, SESSIONS_PATH};
+use super::{body, csrf, guard, query_param, signin_url, trusted_forwarded_host, UserView, SESSIONS_PATH};
 use crate::account::audit_log::{self, Actor};
 use crate::audit::AuditEvent;
 use crate::client_info::Location;
@@ -140,12 +140,6 @@ struct Row<'a> {
 }
 
 #[derive(Serialize)]
-struct UserView<'a> {
-    display_name: &'a str,
-    email: &'a str,
-}
-
-#[derive(Serialize)]
 struct SessionsPage<'a> {
     user: UserView<'a>,
     sessions: Vec<Row<'a>>,
@@ -174,7 +168,7 @@ pub async fn page(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
         _ => None,
     };
     let page = SessionsPage {
-        user: UserView { display_name: &user.display_name, email: &user.email },
+        user: UserView::of(&user),
         sessions: views.iter().map(|v| Row { view: v, page: &v.page }).collect(),
         csrf_token: identity.session.session.csrf.expose(),
         notice,

@@ -4,7 +4,7 @@
 use pingora::proxy::Session;
 use serde::{Deserialize, Serialize};
 
-use super::{body, csrf, elevate_url, guard, query_param, trusted_forwarded_host, TOTP_PATH};
+use super::{body, csrf, elevate_url, guard, query_param, trusted_forwarded_host, UserView, TOTP_PATH};
 use crate::account::audit_log::{self, Actor};
 use crate::account::totp::{self as account_totp, CodeCheck};
 use crate::audit::AuditEvent;
@@ -20,12 +20,6 @@ fn issuer(session: &Session) -> String {
     let host = session.req_header().headers.get(http::header::HOST).and_then(|h| h.to_str().ok());
     let host = host.map(|h| h.split(':').next().unwrap_or(h).trim()).filter(|h| !h.is_empty() && h.len() <= 100);
     host.unwrap_or("Dalea Gateway").to_string()
-}
-
-#[derive(Serialize)]
-struct UserView<'a> {
-    display_name: &'a str,
-    email: &'a str,
 }
 
 #[derive(Serialize)]
@@ -84,7 +78,7 @@ async fn render(
     };
     let enabled = stored.active.is_some();
     let page = TotpPage {
-        user: UserView { display_name: &user.display_name, email: &user.email },
+        user: UserView::of(user),
         csrf_token: identity.session.session.csrf.expose(),
         tab: "totp",
         tab_label: "Authenticator app",

@@ -163,7 +163,8 @@ impl SessionStore for EmbeddedStore {
             let txn = db.begin_write().map_err(unavailable)?;
             {
                 let mut sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
-                let Some(stored) = sessions.remove(old.0.as_slice()).map_err(unavailable)?.map(|r| decode(r.value())) else {
+                let Some(stored) = sessions.remove(old.0.as_slice()).map_err(unavailable)?.map(|r| decode(r.value()))
+                else {
                     return Ok(false);
                 };
                 let stored = stored?;
@@ -173,7 +174,9 @@ impl SessionStore for EmbeddedStore {
                 keep_newest_activity(&stored, &mut new);
                 sessions.insert(new.token_hash.0.as_slice(), encode(&new)?.as_slice()).map_err(unavailable)?;
                 let mut index = txn.open_table(USER_SESSIONS).map_err(unavailable)?;
-                index.insert(index_key(&new.user_id, &new.id).as_slice(), new.token_hash.0.as_slice()).map_err(unavailable)?;
+                index
+                    .insert(index_key(&new.user_id, &new.id).as_slice(), new.token_hash.0.as_slice())
+                    .map_err(unavailable)?;
             }
             txn.commit().map_err(unavailable)?;
             Ok(true)
@@ -187,7 +190,8 @@ impl SessionStore for EmbeddedStore {
             let txn = db.begin_write().map_err(unavailable)?;
             {
                 let mut sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
-                let stored = sessions.get(session.token_hash.0.as_slice()).map_err(unavailable)?.map(|r| decode(r.value()));
+                let stored =
+                    sessions.get(session.token_hash.0.as_slice()).map_err(unavailable)?.map(|r| decode(r.value()));
                 let Some(stored) = stored.transpose()? else {
                     return Ok(false);
                 };

@@ -188,7 +188,8 @@ fn routes_may_split_one_prefix_by_method_but_never_share_a_method() {
     assert!(err.message.contains("for the same methods"), "{err}");
 
     for bad in ["[\"\"]", "[\"GET /\"]", "[\"POST\", \"post\"]"] {
-        let err = routes(&format!("[[routes]]\nupstream = \"app\"\npath_prefix = \"/x\"\nmethods = {bad}\n")).unwrap_err();
+        let err =
+            routes(&format!("[[routes]]\nupstream = \"app\"\npath_prefix = \"/x\"\nmethods = {bad}\n")).unwrap_err();
         assert_eq!(err.key, "routes[1].methods", "{bad}");
     }
 }

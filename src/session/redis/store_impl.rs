@@ -141,7 +141,11 @@ impl SessionStore for RedisStore {
             }
             other => {
                 let skey = self.session_key(&new.token_hash);
-                let _ = self.bounded("rotate undo", async { self.conn().await?.cmd::<()>(::redis::cmd("DEL").arg(&skey)).await.map_err(unavailable) }).await;
+                let _ = self
+                    .bounded("rotate undo", async {
+                        self.conn().await?.cmd::<()>(::redis::cmd("DEL").arg(&skey)).await.map_err(unavailable)
+                    })
+                    .await;
                 other.map(|_| false)
             }
         }
