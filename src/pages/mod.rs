@@ -21,8 +21,8 @@
 //! | GET | `/.dalea/settings/security/audit-log` | audit log (sensitive) |
 //! | GET | `/.dalea/api/audit-log?before=&limit=` | the same as JSON |
 //!
-//! A browser navigating (GET asking for HTML) to a page it may not see yet is sent to sign in
-//! or to confirm it's you, and back afterwards; API calls get 401 with the URL to go to.
+//! A GET of a page the client may not see yet is sent to sign in or to confirm it's you, and
+//! back afterwards; API calls get 401 with the URL to go to.
 
 mod audit_log;
 pub mod body;
@@ -90,8 +90,8 @@ pub async fn handle(state: &AppState, session: &mut Session, ctx: &RequestCtx) -
     let api = path.starts_with("/.dalea/api/");
     let reply = match dispatch(state, session, ctx, &path).await {
         Ok(reply) => reply,
-        Err(err) if !api && authenticate::is_browser_navigation(session.req_header()) && err.status() == 401 => {
-            // A page this browser may not see yet: go and fix that, then come back here.
+        Err(err) if !api && is_read(session) && err.status() == 401 => {
+            // A page (not the API) this client may not see yet: go and fix that, then come back.
             let here = session.req_header().uri.path_and_query().map_or(path.as_str(), |pq| pq.as_str()).to_string();
             match err {
                 GatewayError::ElevationRequired { .. } => Reply::see_other(&elevate_url(&here)),
@@ -198,6 +198,11 @@ async fn dispatch(
             Err(GatewayError::NotFound)
         }
     }
+}
+
+fn is_read(session: &Session) -> bool {
+    let method = &session.req_header().method;
+    method == Method::GET || method == Method::HEAD
 }
 
 pub(super) fn has_body(session: &Session) -> bool {

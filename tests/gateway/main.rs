@@ -3,15 +3,19 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod account;
 mod bad_input;
 mod cli;
 mod client_info;
+mod elevation;
 mod expiry;
 mod outage;
 mod proxying;
+mod rate_limits;
 mod redis_outage;
 mod redis_tls;
 mod replicas;
 mod sentinel;
 mod sessions;
 mod signin;
+mod totp;

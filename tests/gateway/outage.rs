@@ -46,6 +46,14 @@ impl SessionStore for Switchable {
         self.check()?;
         self.inner.find_for_user(u, id).await
     }
+    async fn rotate(&self, old: &TokenHash, new: &Session) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.rotate(old, new).await
+    }
+    async fn update(&self, s: &Session) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.update(s).await
+    }
     async fn remove(&self, h: &TokenHash) -> Result<bool, StoreError> {
         self.check()?;
         self.inner.remove(h).await
@@ -101,4 +109,30 @@ async fn an_outage_answers_503_signs_nobody_out_and_deletes_nothing() {
     let (status, v) = sessions(&gw, &cached).await;
     assert_eq!(status, 200);
     assert_eq!(v["sessions"].as_array().unwrap().len(), 2, "both sessions survived: {v}");
+}
+
+/// Confirming it's you needs the store to give the session its new token: while the store is
+/// down that answers 503, and the session stays exactly as it was (same cookie, not elevated).
+#[tokio::test]
+async fn an_elevation_during_an_outage_answers_503_and_changes_nothing() {
+    use crate::support::account::*;
+
+    let (gw, down) = gateway();
+    let cookie = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
+    let app = enroll_totp(&gw, &cookie).await;
+    // Setting up TOTP rewrote the session; one request puts it back in the cache.
+    assert_eq!(get_json(&gw, "/app", &cookie).await.status(), 200);
+
+    down.store(true, Ordering::SeqCst);
+    let resp = elevate_with_code(&gw, &cookie, &app.next_code(&gw.clock)).await;
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().get("retry-after").is_some());
+    assert!(set_cookies(&resp).is_empty(), "no new cookie, the old one is not cleared");
+    assert_eq!(get_json(&gw, "/app", &cookie).await.status(), 200, "still signed in (cached)");
+    assert_eq!(get_json(&gw, "/admin", &cookie).await.status(), 401, "not elevated");
+
+    down.store(false, Ordering::SeqCst);
+    assert_eq!(get_json(&gw, "/app", &cookie).await.status(), 200);
+    let cookie = elevate(&gw, &cookie, &app).await;
+    assert_eq!(get_json(&gw, "/admin", &cookie).await.status(), 200);
 }

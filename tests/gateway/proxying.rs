@@ -90,16 +90,6 @@ async fn an_upstream_cannot_set_our_session_cookie() {
 }
 
 #[tokio::test]
-async fn elevated_routes_answer_403_until_elevation_exists() {
-    let gw = TestGateway::start();
-    let cookie = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
-    let resp = client().get(gw.url("/admin/users")).header("cookie", &cookie).send().await.unwrap();
-    assert_eq!(resp.status(), 403);
-    let v: serde_json::Value = resp.json().await.unwrap();
-    assert!(v["message"].as_str().unwrap().contains("not support"));
-}
-
-#[tokio::test]
 async fn unrouted_hosts_get_404_and_dot_segments_400() {
     let gw = Setup::default()
         .routes("[[routes]]\nhost = \"app.example\"\npath_prefix = \"/\"\nupstream = \"app\"\naccess = \"public\"\n")

@@ -467,6 +467,12 @@ impl SessionStore for SlowGets {
     async fn find_for_user(&self, u: &str, id: &PublicId) -> Result<Option<Session>, StoreError> {
         self.inner.find_for_user(u, id).await
     }
+    async fn rotate(&self, old: &TokenHash, new: &Session) -> Result<bool, StoreError> {
+        self.inner.rotate(old, new).await
+    }
+    async fn update(&self, s: &Session) -> Result<bool, StoreError> {
+        self.inner.update(s).await
+    }
     async fn remove(&self, h: &TokenHash) -> Result<bool, StoreError> {
         self.inner.remove(h).await
     }

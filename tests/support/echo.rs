@@ -1,6 +1,6 @@
 //! A real upstream app for tests: answers every request with JSON describing what it received
-//! (method, path, headers in order, body length). `?set-cookie=NAME` makes it try to set a
-//! cookie of that name, to check the gateway drops attempts on its own cookie.
+//! (method, path, headers in order, body length, the body as text). `?set-cookie=NAME` makes it
+//! try to set a cookie of that name, to check the gateway drops attempts on its own cookie.
 
 use std::net::SocketAddr;
 
@@ -73,11 +73,13 @@ async fn serve(listener: TcpListener) {
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
+                let received = String::from_utf8_lossy(&buf[len..len + body_len]).into_owned();
                 let body = serde_json::json!({
                     "method": method,
                     "path": path,
                     "headers": headers,
                     "body_len": body_len,
+                    "body": received,
                 })
                 .to_string();
                 let mut extra = String::new();

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod account;
 pub mod echo;
 pub mod mmdb;
 pub mod redis;
@@ -51,7 +52,8 @@ impl ShutdownSignalWatch for TestShutdown {
     }
 }
 
-/// Replaces the store the gateway would open with one built around it.
+/// Replaces the session store the gateway would open with one built around it (the account
+/// store is left as it is).
 pub type StoreWrapper = Box<dyn FnOnce(Arc<dyn SessionStore>) -> Arc<dyn SessionStore>>;
 
 /// Builder for a gateway under test.
@@ -158,11 +160,11 @@ impl Setup {
         );
         let overrides = Overrides { data_dir: Some(data_dir.clone()), ..Overrides::default() };
         let config = Config::from_toml_str(&text, tmp.path(), &self.env, &overrides).expect("test config loads");
-        let mut store = dalea_gateway::state::open_store(&config).expect("store opens");
+        let mut stores = dalea_gateway::state::open_store(&config).expect("store opens");
         if let Some(wrap) = self.wrap_store {
-            store = wrap(store);
+            stores.sessions = wrap(stores.sessions);
         }
-        let built = dalea_gateway::server::build_with_store(config, Arc::new(self.clock.clone()), store)
+        let built = dalea_gateway::server::build_with_store(config, Arc::new(self.clock.clone()), stores)
             .expect("gateway builds");
         let state = built.state.clone();
         let (tx, rx) = oneshot::channel();
