@@ -71,9 +71,11 @@ fn hot_path(c: &mut Criterion) {
             );
         })
     });
+    let route = state.routes.lookup(None, &http::Method::GET, "/").ok().flatten().expect("the session route");
+    assert_eq!(route.access, Access::Session);
     c.bench_function("decision_cached_session", |b| {
         b.iter(|| {
-            let d = rt.block_on(decide(&state, black_box(&req), None, Access::Session));
+            let d = rt.block_on(decide(&state, black_box(&req), None, route));
             assert!(matches!(d, Decision::Allow { identity: Some(_), .. }));
         })
     });

@@ -41,6 +41,14 @@ pub enum AuditEvent {
     TotpEnrolled,
     TotpDisabled,
     PasswordChanged,
+    ApiKeyCreated {
+        key_id: String,
+        name: String,
+    },
+    ApiKeyRevoked {
+        key_id: String,
+        name: String,
+    },
 }
 
 impl AuditEvent {
@@ -56,6 +64,8 @@ impl AuditEvent {
             AuditEvent::TotpEnrolled => "totp_enrolled",
             AuditEvent::TotpDisabled => "totp_disabled",
             AuditEvent::PasswordChanged => "password_changed",
+            AuditEvent::ApiKeyCreated { .. } => "api_key_created",
+            AuditEvent::ApiKeyRevoked { .. } => "api_key_revoked",
         }
     }
 
@@ -78,6 +88,8 @@ impl AuditEvent {
             AuditEvent::TotpEnrolled => "Authenticator app (TOTP) set up".to_string(),
             AuditEvent::TotpDisabled => "Authenticator app (TOTP) removed".to_string(),
             AuditEvent::PasswordChanged => "Password changed".to_string(),
+            AuditEvent::ApiKeyCreated { name, .. } => format!("API key \u{201c}{name}\u{201d} created"),
+            AuditEvent::ApiKeyRevoked { name, .. } => format!("API key \u{201c}{name}\u{201d} revoked"),
         }
     }
 }

@@ -33,6 +33,14 @@ pub enum GatewayError {
     ElevationRequired { max_age: u64 },
     #[error("That code is not right, or it was already used. Wait for the next code and try again.")]
     BadCode,
+    /// A malformed, unknown, revoked or expired API key (the message says which).
+    #[error("{0}")]
+    BadApiKey(&'static str),
+    /// An API key where keys are not accepted (the message says where).
+    #[error("{0}")]
+    ApiKeyNotAccepted(&'static str),
+    #[error("Send API keys only in the Authorization header (Authorization: Bearer dalea_…), never in a cookie or the URL. Treat this key as leaked: revoke it and create a new one.")]
+    ApiKeyMisplaced,
     #[error("Sessions are temporarily unavailable. Nothing was lost; try again in a moment.")]
     StoreUnavailable,
     #[error("The application behind the gateway is not answering. Try again in a moment.")]
@@ -50,7 +58,10 @@ impl GatewayError {
             GatewayError::SignInRequired
             | GatewayError::BadCredentials
             | GatewayError::ElevationRequired { .. }
-            | GatewayError::BadCode => 401,
+            | GatewayError::BadCode
+            | GatewayError::BadApiKey(_)
+            | GatewayError::ApiKeyNotAccepted(_)
+            | GatewayError::ApiKeyMisplaced => 401,
             GatewayError::CsrfRejected | GatewayError::Forbidden(_) => 403,
             GatewayError::NotFound => 404,
             GatewayError::MethodNotAllowed(_) => 405,
@@ -81,6 +92,9 @@ impl GatewayError {
             GatewayError::TooManyAttempts(_) | GatewayError::TooManyCodes(_) => "too_many_attempts",
             GatewayError::ElevationRequired { .. } => "elevation_required",
             GatewayError::BadCode => "invalid_code",
+            GatewayError::BadApiKey(_) => "invalid_api_key",
+            GatewayError::ApiKeyNotAccepted(_) => "api_key_not_accepted",
+            GatewayError::ApiKeyMisplaced => "api_key_misplaced",
             GatewayError::StoreUnavailable => "store_unavailable",
             GatewayError::UpstreamUnavailable => "upstream_unavailable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
@@ -95,6 +109,10 @@ impl GatewayError {
             GatewayError::StoreUnavailable => vec![("retry-after", "2".to_string())],
             GatewayError::TooManyAttempts(secs) | GatewayError::TooManyCodes(secs) => {
                 vec![("retry-after", secs.to_string())]
+            }
+            // RFC 6750: the token presented is no good.
+            GatewayError::BadApiKey(why) => {
+                vec![("www-authenticate", format!("Bearer error=\"invalid_token\", error_description=\"{why}\""))]
             }
             // RFC 9470 step-up challenge.
             GatewayError::ElevationRequired { max_age } => vec![(

@@ -5,6 +5,7 @@
 //! `auth` (how people prove who they are), `client_info` (IP, device, place), `config`.
 
 pub mod account;
+pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod client_info;

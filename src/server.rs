@@ -85,6 +85,8 @@ pub fn build_with_store(config: Config, clock: Arc<dyn Clock>, stores: Stores) -
             RevocationListener {
                 cache: state.sessions.cache.clone(),
                 activity: state.sessions.activity.clone(),
+                key_cache: state.api_keys.cache.clone(),
+                key_activity: state.api_keys.activity.clone(),
                 via,
                 channel: format!("{}:revocations", redis.key_prefix),
                 timeout: redis.timeout,
@@ -98,8 +100,7 @@ pub fn build_with_store(config: Config, clock: Arc<dyn Clock>, stores: Stores) -
     server.add_service(background_service(
         "activity",
         ActivityFlusher {
-            buffer: state.sessions.activity.clone(),
-            store: state.sessions.store.clone(),
+            lanes: state.activity_lanes(),
             interval: cfg.session.activity_flush_interval,
             grace_period: cfg.server.shutdown_grace_period,
         },
@@ -125,18 +126,16 @@ pub fn build_with_store(config: Config, clock: Arc<dyn Clock>, stores: Stores) -
 /// Writes activity still in memory once the server has stopped (all requests are finished by
 /// then, so nothing recorded during the grace period is lost).
 pub fn final_flush(state: &AppState) {
-    let batch = state.sessions.activity.take_all();
-    if batch.is_empty() {
-        return;
-    }
-    let written = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| rt.block_on(state.sessions.store.record_activity(&batch)).map_err(|e| e.to_string()));
-    match written {
-        Ok(()) => tracing::info!(sessions = batch.len(), "final activity flush"),
-        Err(e) => tracing::warn!(error = %e, sessions = batch.len(), "final activity flush failed"),
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return tracing::warn!(error = %e, "final activity flush impossible"),
+    };
+    for lane in state.activity_lanes() {
+        match runtime.block_on(lane.flush()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(what = lane.sink.what(), written = n, "final activity flush"),
+            Err(e) => tracing::warn!(error = %e, what = lane.sink.what(), "final activity flush failed"),
+        }
     }
 }
 

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::account::AccountStore;
+use crate::api_keys::keyring::{ApiKeys, KeyCache};
+use crate::api_keys::ApiKeyStore;
 use crate::auth::password::PasswordVerifierPool;
 use crate::auth::reload::Users;
 use crate::auth::throttle::{AttemptLimiter, SignInThrottle};
@@ -15,7 +17,7 @@ use crate::config::{Config, KeySource, StoreKind};
 use crate::pages::templates::Templates;
 use crate::proxy::routes::RouteTable;
 use crate::secrets::SecretKey;
-use crate::session::activity::ActivityBuffer;
+use crate::session::activity::{ActivityBuffer, KeyUse, Lane, SessionActivity};
 use crate::session::cache::SessionCache;
 use crate::session::cookie::CookieJar;
 use crate::session::embedded::EmbeddedStore;
@@ -29,6 +31,7 @@ pub struct Stores {
     pub sessions: Arc<dyn SessionStore>,
     /// TOTP credentials, changed passwords, the audit log.
     pub accounts: Arc<dyn AccountStore>,
+    pub api_keys: Arc<dyn ApiKeyStore>,
 }
 
 /// The store the config asks for.
@@ -36,13 +39,13 @@ pub fn open_store(config: &Config) -> anyhow::Result<Stores> {
     Ok(match config.store.kind {
         StoreKind::Embedded => {
             let store = Arc::new(EmbeddedStore::open(&config.store.path)?);
-            Stores { sessions: store.clone(), accounts: store }
+            Stores { sessions: store.clone(), accounts: store.clone(), api_keys: store }
         }
         StoreKind::Redis => {
             let redis =
                 config.store.redis.clone().ok_or_else(|| anyhow::anyhow!("store.url: Redis settings missing"))?;
             let store = Arc::new(RedisStore::new(redis, config.session.idle_timeout)?);
-            Stores { sessions: store.clone(), accounts: store }
+            Stores { sessions: store.clone(), accounts: store.clone(), api_keys: store }
         }
     })
 }
@@ -86,6 +89,8 @@ pub struct AppState {
     pub sessions: SessionManager,
     /// TOTP credentials, changed passwords and the audit log (same store as the sessions).
     pub accounts: Arc<dyn AccountStore>,
+    /// API keys (same store, separate records and cache).
+    pub api_keys: ApiKeys,
     /// Encrypts TOTP secrets at rest; `None` when not configured (TOTP unavailable).
     pub secret_key: Option<SecretKey>,
     /// The users file, reloaded when it changes.
@@ -123,6 +128,14 @@ impl AppState {
             config.client_info.geoip_database.as_deref(),
         )?;
         let routes = RouteTable::new(&config, whoami).map_err(anyhow::Error::msg)?;
+        let api_keys = ApiKeys {
+            store: stores.api_keys,
+            cache: Arc::new(KeyCache::new(CACHE_CAPACITY)),
+            activity: Arc::new(ActivityBuffer::new(MAX_PENDING_ACTIVITY)),
+            clock: clock.clone(),
+            cache_ttl: if config.store.redis.is_some() { SHARED_CACHE_TTL } else { Millis::MAX },
+            outage_grace: config.store.redis.as_ref().map_or(Millis::MAX, |r| millis(r.outage_grace)),
+        };
         let sessions = SessionManager {
             store: stores.sessions,
             cache: Arc::new(SessionCache::new(CACHE_CAPACITY)),
@@ -146,6 +159,7 @@ impl AppState {
         Ok(Arc::new(AppState {
             sessions,
             accounts: stores.accounts,
+            api_keys,
             secret_key,
             users,
             passwords: PasswordVerifierPool::new(4),
@@ -156,5 +170,18 @@ impl AppState {
             templates: Templates::new()?,
             config,
         }))
+    }
+}
+
+impl AppState {
+    /// What the activity flusher writes: sessions' activity and API keys' last use.
+    pub fn activity_lanes(&self) -> Vec<Lane> {
+        vec![
+            Lane {
+                buffer: self.sessions.activity.clone(),
+                sink: Arc::new(SessionActivity(self.sessions.store.clone())),
+            },
+            Lane { buffer: self.api_keys.activity.clone(), sink: Arc::new(KeyUse(self.api_keys.store.clone())) },
+        ]
     }
 }

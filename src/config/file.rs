@@ -153,6 +153,9 @@ pub(super) struct RouteFile {
     /// HTTP methods this route applies to (empty: all). `GET` includes `HEAD`.
     #[serde(default)]
     pub(super) methods: Vec<String>,
+    /// Whether `Authorization: Bearer <API key>` is accepted here.
+    #[serde(default)]
+    pub(super) api_keys: bool,
 }
 
 fn default_path_prefix() -> String {

@@ -193,6 +193,8 @@ pub struct RouteConfig {
     pub access: Access,
     /// Methods the route applies to; empty: every method. `GET` includes `HEAD`.
     pub methods: Vec<http::Method>,
+    /// API keys (`Authorization: Bearer dalea_…`) are accepted (never on elevated routes).
+    pub api_keys: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -113,7 +113,22 @@ pub(super) fn routes(list: Vec<RouteFile>, upstreams: &[UpstreamConfig]) -> Resu
             AccessFile::Session => Access::Session,
             AccessFile::Elevated => Access::Elevated,
         };
-        out.push(RouteConfig { name, host, path_prefix: r.path_prefix, upstream, access, methods });
+        if r.api_keys && access == Access::Elevated {
+            return Err(ConfigError::new(
+                key("api_keys"),
+                "API keys never satisfy access = \"elevated\" (they cannot re-authenticate); give scripts a \
+                 route with access = \"session\", or leave api_keys out",
+            ));
+        }
+        out.push(RouteConfig {
+            name,
+            host,
+            path_prefix: r.path_prefix,
+            upstream,
+            access,
+            methods,
+            api_keys: r.api_keys,
+        });
     }
     Ok(out)
 }

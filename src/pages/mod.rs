@@ -20,10 +20,17 @@
 //! | POST | `/.dalea/api/password` | the same as JSON |
 //! | GET | `/.dalea/settings/security/audit-log` | audit log (sensitive) |
 //! | GET | `/.dalea/api/audit-log?before=&limit=` | the same as JSON |
+//! | GET, POST | `/.dalea/settings/security/api-keys` | API keys tab: list; create (secret shown once) |
+//! | POST | `/.dalea/settings/security/api-keys/{id}/revoke` | the tab's × |
+//! | GET, POST | `/.dalea/api/api-keys` | list; create → 201 `{"id","key",…}` |
+//! | DELETE | `/.dalea/api/api-keys/{id}` | revoke → 204 |
+//!
+//! Requests carrying an API key are refused here: keys are for the upstream apps' routes.
 //!
 //! A GET of a page the client may not see yet is sent to sign in or to confirm it's you, and
 //! back afterwards; API calls get 401 with the URL to go to.
 
+mod api_keys;
 mod audit_log;
 pub mod body;
 pub mod csrf;
@@ -39,6 +46,7 @@ mod totp;
 use http::Method;
 use pingora::proxy::Session;
 
+use crate::api_keys::request::{presented, Presented};
 use crate::error::GatewayError;
 use crate::proxy::authenticate;
 use crate::proxy::ctx::RequestCtx;
@@ -52,6 +60,7 @@ pub const ELEVATE_PATH: &str = "/.dalea/elevate";
 pub const TOTP_PATH: &str = "/.dalea/settings/security/totp";
 pub const PASSWORD_PATH: &str = "/.dalea/settings/security/password";
 pub const AUDIT_LOG_PATH: &str = "/.dalea/settings/security/audit-log";
+pub const API_KEYS_PATH: &str = "/.dalea/settings/security/api-keys";
 
 /// The person as the page header shows them.
 #[derive(serde::Serialize)]
@@ -124,6 +133,16 @@ async fn dispatch(
 ) -> Result<Reply, GatewayError> {
     let method = session.req_header().method.clone();
     let read = method == Method::GET || method == Method::HEAD;
+    // API keys never reach the gateway's own pages or API (they could create more keys).
+    match presented(session.req_header()) {
+        Presented::None => {}
+        Presented::Misplaced => return Err(GatewayError::ApiKeyMisplaced),
+        Presented::Key(_) | Presented::Malformed => {
+            return Err(GatewayError::ApiKeyNotAccepted(
+                "The gateway's own pages and API do not accept API keys: use a signed-in session.",
+            ))
+        }
+    }
     match path {
         SIGNIN_PATH if read => signin::page(state, session, ctx).await,
         SIGNIN_PATH if method == Method::POST => signin::form(state, session, ctx).await,
@@ -170,6 +189,12 @@ async fn dispatch(
         AUDIT_LOG_PATH => Err(GatewayError::MethodNotAllowed("GET, HEAD")),
         "/.dalea/api/audit-log" if read => audit_log::json(state, session, ctx).await,
         "/.dalea/api/audit-log" => Err(GatewayError::MethodNotAllowed("GET, HEAD")),
+        API_KEYS_PATH if read => api_keys::page(state, session, ctx).await,
+        API_KEYS_PATH if method == Method::POST => api_keys::create_form(state, session, ctx).await,
+        API_KEYS_PATH => Err(GatewayError::MethodNotAllowed("GET, HEAD, POST")),
+        "/.dalea/api/api-keys" if read => api_keys::list_json(state, session, ctx).await,
+        "/.dalea/api/api-keys" if method == Method::POST => api_keys::create_json(state, session, ctx).await,
+        "/.dalea/api/api-keys" => Err(GatewayError::MethodNotAllowed("GET, HEAD, POST")),
         PREFIX
         | "/.dalea/"
         | "/.dalea/settings"
@@ -185,6 +210,20 @@ async fn dispatch(
                 return match method {
                     Method::DELETE => sessions::revoke_json(state, session, ctx, id).await,
                     _ => Err(GatewayError::MethodNotAllowed("DELETE")),
+                };
+            }
+            if let Some(id) = path.strip_prefix("/.dalea/api/api-keys/") {
+                return match method {
+                    Method::DELETE => api_keys::revoke_json(state, session, ctx, id).await,
+                    _ => Err(GatewayError::MethodNotAllowed("DELETE")),
+                };
+            }
+            let key_revoke =
+                path.strip_prefix("/.dalea/settings/security/api-keys/").and_then(|r| r.strip_suffix("/revoke"));
+            if let Some(id) = key_revoke {
+                return match method {
+                    Method::POST => api_keys::revoke_form(state, session, ctx, id).await,
+                    _ => Err(GatewayError::MethodNotAllowed("POST")),
                 };
             }
             let form_revoke =

@@ -18,6 +18,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("totp.html", include_str!("templates/totp.html")),
     ("password.html", include_str!("templates/password.html")),
     ("audit_log.html", include_str!("templates/audit_log.html")),
+    ("api_keys.html", include_str!("templates/api_keys.html")),
 ];
 
 pub struct Templates {

@@ -5,7 +5,11 @@ use std::net::IpAddr;
 
 use pingora::http::RequestHeader;
 
-use super::ctx::Identity;
+use super::ctx::{Identity, KeyIdentity};
+use super::routes::Route;
+use crate::api_keys::keyring::KeyLookup;
+use crate::api_keys::request::{presented, Presented};
+use crate::api_keys::KeySecret;
 use crate::clock::millis;
 use crate::config::Access;
 use crate::elevation;
@@ -19,6 +23,8 @@ pub enum Decision {
     /// Proxy it; with an identity when a session is present. `clear_cookie` when a dead
     /// session cookie came along (public routes let such requests through).
     Allow { identity: Option<Identity>, clear_cookie: bool },
+    /// Proxy it as a request made with this API key (the session cookie, if any, is ignored).
+    AllowKey(KeyIdentity),
     /// No live session: sign-in redirect (browsers) or 401. `clear_cookie` when a dead
     /// session cookie came with the request.
     SignInRequired { clear_cookie: bool },
@@ -55,8 +61,45 @@ pub async fn identify(
     }
 }
 
-/// The decision for a request to a route with `access`.
-pub async fn decide(state: &AppState, req: &RequestHeader, client_ip: Option<IpAddr>, access: Access) -> Decision {
+/// The decision for a request to `route`. An API key, when the request carries one, decides
+/// alone: a session cookie sent with it is ignored.
+pub async fn decide(state: &AppState, req: &RequestHeader, client_ip: Option<IpAddr>, route: &Route) -> Decision {
+    match presented(req) {
+        Presented::None => decide_session(state, req, client_ip, route.access).await,
+        Presented::Misplaced => Decision::Deny(GatewayError::ApiKeyMisplaced),
+        Presented::Malformed => Decision::Deny(GatewayError::BadApiKey("The API key is malformed.")),
+        Presented::Key(_) if !route.api_keys => Decision::Deny(GatewayError::ApiKeyNotAccepted(
+            "This route does not accept API keys. Use a signed-in session, or ask the operator to set api_keys = true on the route.",
+        )),
+        Presented::Key(secret) => match identify_key(state, &secret, client_ip).await {
+            Ok(key) => Decision::AllowKey(key),
+            Err(e) => Decision::Deny(e),
+        },
+    }
+}
+
+/// Resolves a presented API key to its person and records its use.
+pub async fn identify_key(
+    state: &AppState,
+    secret: &KeySecret,
+    client_ip: Option<IpAddr>,
+) -> Result<KeyIdentity, GatewayError> {
+    let trusted = state.sessions.cache.is_trusted();
+    let key = match state.api_keys.lookup(secret, trusted).await? {
+        KeyLookup::Found(key) => key,
+        KeyLookup::Unknown => return Err(GatewayError::BadApiKey("The API key is unknown or was revoked.")),
+        KeyLookup::Expired => return Err(GatewayError::BadApiKey("The API key has expired.")),
+    };
+    // A key ends with the person it belongs to.
+    let Some(user) = state.users.current().by_id(&key.user_id) else {
+        state.api_keys.revoke(&key.user_id, &key.id).await?;
+        return Err(GatewayError::BadApiKey("The API key is unknown or was revoked."));
+    };
+    state.api_keys.touch(&key, client_ip);
+    Ok(KeyIdentity { user, key })
+}
+
+async fn decide_session(state: &AppState, req: &RequestHeader, client_ip: Option<IpAddr>, access: Access) -> Decision {
     let identified = identify(state, req, client_ip).await;
     match (access, identified) {
         // Public routes never fail because of the session store; they just go anonymous.

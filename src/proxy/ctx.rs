@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::api_keys::ApiKey;
 use crate::auth::User;
 use crate::session::cache::CachedSession;
 
@@ -21,6 +22,13 @@ impl Identity {
     }
 }
 
+/// Who a request made with an API key is from.
+#[derive(Debug, Clone)]
+pub struct KeyIdentity {
+    pub user: Arc<User>,
+    pub key: Arc<ApiKey>,
+}
+
 #[derive(Debug, Default)]
 pub struct RequestCtx {
     /// The TCP peer.
@@ -33,6 +41,8 @@ pub struct RequestCtx {
     pub upstream: Option<usize>,
     /// Identity for the upstream headers; None on public routes without a session.
     pub identity: Option<Identity>,
+    /// Set instead of `identity` when the request was made with an API key.
+    pub api_key: Option<KeyIdentity>,
     /// The request carried a dead session cookie: clear it on the way back.
     pub clear_cookie: bool,
 }

@@ -5,7 +5,8 @@
 //! request_filter           1. client info: peer + trusted X-Forwarded-For → client IP
 //!                          2. /.dalea/*  → built-in pages and JSON API, answered here
 //!                          3. route lookup → access level (unknown → 404, dot segments → 400)
-//!                          4. authenticate → Decision (cookie → token hash → cache → store)
+//!                          4. authenticate → Decision (API key, else cookie → token hash →
+//!                             cache → store; elevated routes check the re-authentication age)
 //!                          5. Allow → record activity (memory only) and continue;
 //!                             otherwise redirect to sign-in or elevation / 401 / 503
 //! upstream_peer            the route's upstream (resolved at start-up)
@@ -71,8 +72,8 @@ impl ProxyHttp for Gateway {
         // the parser's idea of it: "GET private/x" has no path of its own.
         let target = String::from_utf8_lossy(req.raw_path());
         let path = target.split('?').next().unwrap_or_default();
-        let (access, upstream) = match self.state.routes.lookup(host.as_deref(), &req.method, path) {
-            Ok(Some(route)) => (route.access, route.upstream),
+        let route = match self.state.routes.lookup(host.as_deref(), &req.method, path) {
+            Ok(Some(route)) => route,
             Ok(None) => return self.refuse(session, &GatewayError::NotFound).await,
             Err(routes::BadPath) => {
                 let err = GatewayError::BadRequest(
@@ -83,11 +84,16 @@ impl ProxyHttp for Gateway {
             }
         };
 
-        match authenticate::decide(&self.state, session.req_header(), ctx.client_ip, access).await {
+        match authenticate::decide(&self.state, session.req_header(), ctx.client_ip, route).await {
             Decision::Allow { identity, clear_cookie } => {
                 ctx.identity = identity;
                 ctx.clear_cookie = clear_cookie;
-                ctx.upstream = Some(upstream);
+                ctx.upstream = Some(route.upstream);
+                Ok(false)
+            }
+            Decision::AllowKey(key) => {
+                ctx.api_key = Some(key);
+                ctx.upstream = Some(route.upstream);
                 Ok(false)
             }
             Decision::SignInRequired { clear_cookie } => self.sign_in_required(session, clear_cookie).await,

@@ -28,6 +28,8 @@ pub struct Route {
     pub access: Access,
     /// Empty: every method.
     methods: Vec<http::Method>,
+    /// API keys are accepted.
+    pub api_keys: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +71,7 @@ impl RouteTable {
                 upstream: r.upstream,
                 access: r.access,
                 methods: r.methods.clone(),
+                api_keys: r.api_keys,
             })
             .collect();
         // Most specific first: a host-specific route beats any-host, a longer prefix a shorter

@@ -5,6 +5,7 @@
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use super::ctx::RequestCtx;
+use crate::api_keys;
 use crate::session::cookie::CookieJar;
 
 /// Headers only the gateway may set. Names are compared the way CGI/WSGI-style apps see them
@@ -31,6 +32,13 @@ pub fn rewrite_request(req: &mut RequestHeader, ctx: &RequestCtx, cookies: &Cook
         req.insert_header(http::header::COOKIE, kept)?;
     }
 
+    // Our API keys never leave the gateway; any other Authorization is the app's own.
+    let ours =
+        req.headers.get_all(http::header::AUTHORIZATION).iter().any(|v| api_keys::request::is_ours(v.as_bytes()));
+    if ours {
+        req.remove_header(&http::header::AUTHORIZATION);
+    }
+
     forwarded_headers(req, ctx)?;
 
     if let Some(id) = &ctx.identity {
@@ -39,6 +47,13 @@ pub fn rewrite_request(req: &mut RequestHeader, ctx: &RequestCtx, cookies: &Cook
         req.insert_header("x-dalea-session", id.session.session.id.as_str())?;
         req.insert_header("x-dalea-auth-strength", id.auth_strength())?;
         req.insert_header("x-dalea-auth-method", id.session.session.sign_in_method.as_string())?;
+    }
+    if let Some(k) = &ctx.api_key {
+        req.insert_header("x-dalea-user", k.user.id.as_str())?;
+        req.insert_header("x-dalea-email", k.user.email.as_str())?;
+        req.insert_header("x-dalea-api-key", k.key.id.as_str())?;
+        req.insert_header("x-dalea-auth-strength", "basic")?;
+        req.insert_header("x-dalea-auth-method", "api_key")?;
     }
     Ok(())
 }

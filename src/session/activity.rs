@@ -1,6 +1,8 @@
 //! Last-active time and client IP: recorded in memory on every request (no I/O on the hot
 //! path) and written to the store in batches by [`ActivityFlusher`], at most one flush
 //! interval behind. SIGTERM keeps flushing through the grace period, then flushes once more.
+//! The same writer carries sessions' activity and API keys' last use, each buffer to its own
+//! [`ActivitySink`].
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -11,8 +13,9 @@ use dashmap::DashMap;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use super::store::{Activity, SessionStore};
+use super::store::{Activity, SessionStore, StoreError};
 use super::TokenHash;
+use crate::api_keys::ApiKeyStore;
 use crate::clock::Millis;
 
 /// Pending activity, one entry per session (later requests overwrite earlier ones).
@@ -73,25 +76,80 @@ impl ActivityBuffer {
     }
 }
 
-/// Background service writing the buffer to the store every `interval`.
-pub struct ActivityFlusher {
+/// Where a buffer's batches are written.
+#[async_trait]
+pub trait ActivitySink: Send + Sync {
+    /// What the entries are, for logs ("sessions", "api_keys").
+    fn what(&self) -> &'static str;
+    async fn write(&self, batch: &[Activity]) -> Result<(), StoreError>;
+}
+
+/// Sessions' last-active time and IP.
+pub struct SessionActivity(pub Arc<dyn SessionStore>);
+
+#[async_trait]
+impl ActivitySink for SessionActivity {
+    fn what(&self) -> &'static str {
+        "sessions"
+    }
+
+    async fn write(&self, batch: &[Activity]) -> Result<(), StoreError> {
+        self.0.record_activity(batch).await
+    }
+}
+
+/// API keys' last-used time and IP.
+pub struct KeyUse(pub Arc<dyn ApiKeyStore>);
+
+#[async_trait]
+impl ActivitySink for KeyUse {
+    fn what(&self) -> &'static str {
+        "api_keys"
+    }
+
+    async fn write(&self, batch: &[Activity]) -> Result<(), StoreError> {
+        self.0.record_key_use(batch).await
+    }
+}
+
+/// One buffer and where it goes.
+pub struct Lane {
     pub buffer: Arc<ActivityBuffer>,
-    pub store: Arc<dyn SessionStore>,
+    pub sink: Arc<dyn ActivitySink>,
+}
+
+impl Lane {
+    /// Writes everything pending. On failure the batch goes back into the buffer.
+    pub async fn flush(&self) -> Result<usize, StoreError> {
+        let batch = self.buffer.take_all();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        match self.sink.write(&batch).await {
+            Ok(()) => Ok(batch.len()),
+            Err(e) => {
+                self.buffer.restore(batch);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Background service writing every lane to the store every `interval`.
+pub struct ActivityFlusher {
+    pub lanes: Vec<Lane>,
     pub interval: Duration,
     /// How long requests may still run after SIGTERM (the server's grace period).
     pub grace_period: Duration,
 }
 
 impl ActivityFlusher {
-    /// Writes everything pending. On failure the batch goes back into the buffer.
+    /// Writes everything pending; what fails is kept for the next flush.
     pub async fn flush(&self) {
-        let batch = self.buffer.take_all();
-        if batch.is_empty() {
-            return;
-        }
-        if let Err(e) = self.store.record_activity(&batch).await {
-            tracing::warn!(error = %e, sessions = batch.len(), "activity flush failed; will retry");
-            self.buffer.restore(batch);
+        for lane in &self.lanes {
+            if let Err(e) = lane.flush().await {
+                tracing::warn!(error = %e, what = lane.sink.what(), pending = lane.buffer.len(), "activity flush failed; will retry");
+            }
         }
     }
 }

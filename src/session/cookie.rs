@@ -1,5 +1,6 @@
-//! The one place cookie attributes are decided: the session cookie and the sign-in form's
-//! CSRF cookie are set, read and cleared here, with `HttpOnly; SameSite=Lax; Path=/` and, outside
+//! The one place cookie attributes are decided: the session cookie, the sign-in form's CSRF
+//! cookie and the one-time flash cookie (a new API key on its way from the create form to the
+//! page that shows it) are set, read and cleared here, with `HttpOnly; SameSite=Lax; Path=/` and, outside
 //! plain-HTTP development, `Secure` and the `__Host-` prefix.
 
 use std::time::Duration;
@@ -7,6 +8,9 @@ use std::time::Duration;
 use super::Token;
 
 const CSRF_COOKIE: &str = "dalea_csrf";
+const FLASH_COOKIE: &str = "dalea_flash";
+/// How long a flash cookie lives: just long enough for the redirect that reads it.
+const FLASH_MAX_AGE: Duration = Duration::from_secs(120);
 /// How many session cookie copies one request may make us look up (each may cost a store
 /// read). Far more than any browser holds; a bound for hostile requests.
 const MAX_CANDIDATES: usize = 16;
@@ -18,6 +22,7 @@ const CSRF_MAX_AGE: Duration = Duration::from_secs(3600);
 pub struct CookieJar {
     session_name: String,
     csrf_name: String,
+    flash_name: String,
     secure: bool,
 }
 
@@ -28,6 +33,7 @@ impl CookieJar {
         CookieJar {
             session_name: format!("{prefix}{cookie_name}"),
             csrf_name: format!("{prefix}{CSRF_COOKIE}"),
+            flash_name: format!("{prefix}{FLASH_COOKIE}"),
             secure,
         }
     }
@@ -69,6 +75,28 @@ impl CookieJar {
         self.build(&self.csrf_name, "", Some(Duration::ZERO))
     }
 
+    /// `Set-Cookie` for a one-time message to the next page (already encrypted by the caller).
+    pub fn set_flash(&self, value: &str) -> String {
+        self.build(&self.flash_name, value, Some(FLASH_MAX_AGE))
+    }
+
+    pub fn clear_flash(&self) -> String {
+        self.build(&self.flash_name, "", Some(Duration::ZERO))
+    }
+
+    /// The flash cookie's value, if any.
+    pub fn flash_value<'a>(&self, cookie_headers: impl Iterator<Item = &'a [u8]>) -> Option<String> {
+        cookie_pairs(cookie_headers)
+            .filter(|(name, _)| *name == self.flash_name.as_bytes())
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+            .find(|v| !v.is_empty() && v.len() <= 512)
+            .map(str::to_string)
+    }
+
+    fn is_our_name(&self, name: &[u8]) -> bool {
+        name == self.session_name.as_bytes() || name == self.csrf_name.as_bytes() || name == self.flash_name.as_bytes()
+    }
+
     /// Every session token candidate in the request's `Cookie` headers, in order. Several can
     /// appear (duplicates from old paths or other apps); the caller tries each, so a stale
     /// duplicate never causes an error or a loop. Values of the wrong shape are skipped.
@@ -106,7 +134,7 @@ impl CookieJar {
                     continue;
                 }
                 let name = part.split(|&b| b == b'=').next().unwrap_or_default().trim_ascii();
-                if name == self.session_name.as_bytes() || name == self.csrf_name.as_bytes() {
+                if self.is_our_name(name) {
                     continue;
                 }
                 if !out.is_empty() {
@@ -121,7 +149,7 @@ impl CookieJar {
     /// True when an upstream's `Set-Cookie` would overwrite one of our cookies.
     pub fn is_ours(&self, set_cookie: &[u8]) -> bool {
         let name = set_cookie.split(|&b| b == b'=').next().unwrap_or_default().trim_ascii();
-        name == self.session_name.as_bytes() || name == self.csrf_name.as_bytes()
+        self.is_our_name(name)
     }
 }
 

@@ -78,6 +78,7 @@ impl EmbeddedStore {
         txn.open_table(SESSIONS).map_err(unavailable)?;
         txn.open_table(USER_SESSIONS).map_err(unavailable)?;
         super::embedded_account::create_tables(&txn)?;
+        super::embedded_api_keys::create_tables(&txn)?;
         txn.commit().map_err(unavailable)?;
         Ok(EmbeddedStore { db: Arc::new(db) })
     }

@@ -101,7 +101,8 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+/// `[version byte] ++ JSON`: the encoding of every versioned record (also API keys, both stores).
+pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![RECORD_VERSION];
     serde_json::to_writer(&mut out, value).map_err(corrupt)?;
     Ok(out)
@@ -115,7 +116,7 @@ fn payload(bytes: &[u8]) -> Result<&[u8], StoreError> {
     }
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
+pub(super) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(payload(bytes)?).map_err(corrupt)
 }
 

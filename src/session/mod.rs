@@ -10,6 +10,7 @@ pub mod cache;
 pub mod cookie;
 pub mod embedded;
 mod embedded_account;
+mod embedded_api_keys;
 pub mod manager;
 mod periodic;
 pub mod redis;

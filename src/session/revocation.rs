@@ -16,6 +16,7 @@ use super::activity::ActivityBuffer;
 use super::cache::SessionCache;
 use super::redis::{client_for, SentinelResolver};
 use super::TokenHash;
+use crate::api_keys::keyring::KeyCache;
 
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -23,6 +24,9 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 pub struct RevocationListener {
     pub cache: Arc<SessionCache>,
     pub activity: Arc<ActivityBuffer>,
+    /// API keys are revoked through the same channel (`k:<hash>` notices).
+    pub key_cache: Arc<KeyCache>,
+    pub key_activity: Arc<ActivityBuffer>,
     /// Where to subscribe.
     pub via: SubscribeVia,
     pub channel: String,
@@ -103,6 +107,12 @@ impl RevocationListener {
     }
 
     fn on_notice(&self, payload: &[u8]) {
+        // "k:<hash>": an API key was revoked.
+        if let Some(hash) = payload.strip_prefix(b"k:").and_then(parse_notice) {
+            self.key_cache.remove(&hash);
+            self.key_activity.forget(&hash);
+            return;
+        }
         // "~<hash>": the session changed (elevation removed, …): re-read it, keep its activity.
         if let Some(hash) = payload.strip_prefix(b"~").and_then(parse_notice) {
             self.cache.remove(&hash);
@@ -126,6 +136,7 @@ impl BackgroundService for RevocationListener {
             match self.subscribe().await {
                 Ok(pubsub) => {
                     self.cache.set_trusted(true);
+                    self.key_cache.clear();
                     tracing::info!(channel = %self.channel, "revocation notices subscribed; session cache cleared");
                     backoff = RETRY_MIN;
                     let mut notices = pubsub.into_on_message();

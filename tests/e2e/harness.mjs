@@ -1,7 +1,7 @@
-// Shared pieces of the browser end-to-end tests (sessions.e2e.mjs, elevation.e2e.mjs):
-// assertions and step reporting, the gateway process (config/dev.toml on free loopback ports,
-// a fresh data dir), headless Chromium instances with fresh profiles, signing in, reading the
-// sessions page, and `runTest`, which runs one test and reports its result.
+// Shared pieces of the browser end-to-end tests (sessions.e2e.mjs, elevation.e2e.mjs,
+// api_keys.e2e.mjs): assertions and step reporting, the gateway process (config/dev.toml on free
+// loopback ports, a fresh data dir), headless Chromium instances with fresh profiles, signing
+// in, reading the sessions page, and `runTest`, which runs one test and reports its result.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';

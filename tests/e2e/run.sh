@@ -5,11 +5,11 @@
 #
 # Installs the node packages from package-lock.json (npm ci) when node_modules is missing or
 # older than the lock file, checks that Chromium is there, and runs each test in turn (each
-# with its own gateway): sessions.e2e.mjs, then elevation.e2e.mjs. All tests run even when one
-# fails; the exit code is 0 when all passed, else the first failing test's. Screenshots and the
-# gateway logs (gateway-<test>.log) land in tests/e2e/artifacts/.
+# with its own gateway): sessions.e2e.mjs, elevation.e2e.mjs, then api_keys.e2e.mjs. All tests
+# run even when one fails; the exit code is 0 when all passed, else the first failing test's.
+# Screenshots and the gateway logs (gateway-<test>.log) land in tests/e2e/artifacts/.
 #
-# Run some of them only by naming them:  tests/e2e/run.sh elevation
+# Run some of them only by naming them:  tests/e2e/run.sh elevation api_keys
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -59,7 +59,7 @@ if (( stale )); then
 fi
 
 tests=("$@")
-(( ${#tests[@]} )) || tests=(sessions elevation)
+(( ${#tests[@]} )) || tests=(sessions elevation api_keys)
 for t in "${tests[@]}"; do
   if [[ ! -f "$t.e2e.mjs" ]]; then
     echo "run.sh: no test $t.e2e.mjs in $here" >&2

@@ -99,7 +99,7 @@ return seq
 /// A person's id as it appears inside the `{…}` hash tag: braces and `%` escaped, so the tag is
 /// the whole id and distinct ids never share keys. The empty id becomes a lone `%` (which no
 /// escaped id can be), because an empty tag `{}` would not count as a hash tag at all.
-fn tag(user_id: &str) -> String {
+pub(super) fn tag(user_id: &str) -> String {
     if user_id.is_empty() {
         return "%".into();
     }
@@ -148,7 +148,7 @@ impl RedisStore {
     }
 
     /// All fields of a hash (empty when the key does not exist).
-    async fn hash_fields(&self, what: &str, key: &str) -> Result<HashMap<String, Vec<u8>>, StoreError> {
+    pub(super) async fn hash_fields(&self, what: &str, key: &str) -> Result<HashMap<String, Vec<u8>>, StoreError> {
         self.bounded(what, async {
             let conn = self.conn().await?;
             conn.cmd(::redis::cmd("HGETALL").arg(key)).await.map_err(unavailable)
@@ -157,12 +157,15 @@ impl RedisStore {
     }
 }
 
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
+pub(super) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("redis: {what}"))
 }
 
 /// A numeric field; `None` when absent, `Corrupt` when not a number.
-fn number<T: std::str::FromStr>(fields: &HashMap<String, Vec<u8>>, name: &str) -> Result<Option<T>, StoreError> {
+pub(super) fn number<T: std::str::FromStr>(
+    fields: &HashMap<String, Vec<u8>>,
+    name: &str,
+) -> Result<Option<T>, StoreError> {
     let Some(raw) = fields.get(name) else { return Ok(None) };
     let parsed = std::str::from_utf8(raw).ok().and_then(|s| s.parse().ok());
     parsed.map(Some).ok_or_else(|| corrupt(format!("field {name} is not a number")))

@@ -9,11 +9,13 @@
 //! |---|---|---|
 //! | `P:s:{<hex of token hash>}` | HASH | `rec` = record (`[version byte] ++ JSON`, as in the embedded store), `la` = last-active millis, `ip` = last IP (`""` = unchanged), `exp` = absolute expiry millis |
 //! | `P:u:{<user id>}` | HASH | public id → token-hash hex (the per-person index) |
-//! | channel `P:revocations` | pub/sub | payload = token-hash hex of a removed session |
+//! | channel `P:revocations` | pub/sub | payload = token-hash hex of a removed session; `~<hex>` = a changed session; `k:<hex of key hash>` = a removed API key |
 //! | `P:totp:{<id>}` | HASH | `secret`, `enrolled_at`, `last_step` (the active TOTP credential), `pending`, `pending_exp` (an enrolment in progress); secrets are the encrypted bytes; no TTL |
 //! | `P:pw:{<id>}` | HASH | `hash` (PHC string), `replaces`, `changed_at`: the password set on the settings page; no TTL |
 //! | `P:audit:{<id>}` | ZSET | score = sequence number, member = `<seq>:<event JSON>`; the newest `keep` only |
 //! | `P:audit:{<id>}:n` | STRING | the last sequence number given out (INCR) |
+//! | `P:k:{<hex of key hash>}` | HASH | an API key: `rec` = record (`[version byte] ++ JSON`, as in the embedded store), `lu` = last-used millis, `ip` = last IP; no TTL, or, with an expiry, a TTL ending 30 days after it (`api_keys.rs`) |
+//! | `P:ku:{<id>}` | HASH | key id → key-hash hex (the per-person API key index); no TTL |
 //!
 //! `<id>` is the person's id with `%`, `{` and `}` escaped as `%25`, `%7B`, `%7D` (the empty id
 //! as `%`; `account.rs`), so the hash tag is always the whole id. Both audit keys get a 400-day TTL, refreshed by every
@@ -23,7 +25,7 @@
 //!
 //! The `{…}` parts are Redis Cluster hash tags, so every command touches one hash slot; nothing
 //! needs a cross-slot transaction (the only command with two keys, the audit append, touches one
-//! person's two audit keys, which share the tag). Only SHA-256 hashes of tokens are stored.
+//! person's two audit keys, which share the tag). Only SHA-256 hashes of tokens and API keys are stored.
 //! The account records' check-and-set operations (confirming an enrolment, using a TOTP step,
 //! appending to the audit log) are single Lua scripts, atomic on the server.
 //!
@@ -37,6 +39,8 @@
 //! - An index entry whose session key is gone (expired) is dropped by `list_for_user`.
 //! - `remove` deletes the session key, then the index entry, then publishes the hash on
 //!   `P:revocations`; it returns only after the delete and the publish succeeded.
+//! - API keys work the same way (`api_keys.rs`): a key is one `HGETALL P:k:{hash}`, last use
+//!   is a per-key script writing `lu`/`ip`, and `remove_key` publishes `k:<hex>`.
 //!
 //! TLS: `rediss://` URLs connect over TLS (rustls, ring provider); the server certificate is
 //! always verified, against the system roots or, when `RedisConfig::tls_ca_file` is set, against
@@ -49,6 +53,7 @@
 //! connection error is `StoreError::Unavailable`.
 
 mod account;
+mod api_keys;
 mod conn;
 mod fields;
 #[cfg(test)]

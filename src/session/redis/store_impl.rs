@@ -290,6 +290,6 @@ pub(super) async fn run_scripts(
     Ok(replies)
 }
 
-fn first_ok(replies: Vec<RedisResult<Value>>) -> Result<(), StoreError> {
+pub(super) fn first_ok(replies: Vec<RedisResult<Value>>) -> Result<(), StoreError> {
     replies.into_iter().try_for_each(|r| r.map(drop).map_err(unavailable))
 }

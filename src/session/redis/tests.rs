@@ -75,7 +75,7 @@ async fn cluster_store_fulfils_the_contract_and_publishes_notices() {
 }
 
 /// Subscribes on a plain redis-rs connection in a thread; payloads arrive on the receiver.
-fn subscribe(url: String, channel: String) -> std::sync::mpsc::Receiver<Vec<u8>> {
+pub(super) fn subscribe(url: String, channel: String) -> std::sync::mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
