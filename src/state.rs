@@ -149,6 +149,7 @@ impl AppState {
             },
             outage_grace: config.store.redis.as_ref().map_or(Millis::MAX, |r| millis(r.outage_grace)),
             outage_since: Default::default(),
+            rotated: Default::default(),
         };
         // A second connection of its own: the session store may be wrapped (tests) or swapped.
         let throttle: Arc<dyn AttemptLimiter> = match &config.store.redis {

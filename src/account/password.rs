@@ -58,6 +58,9 @@ pub fn check_new(current: &str, new: &str, confirm: Option<&str>) -> Result<(), 
     if len > MAX_LEN {
         return Err(format!("The new password can have at most {MAX_LEN} characters."));
     }
+    if new.chars().all(char::is_whitespace) {
+        return Err("The new password cannot be only spaces.".to_string());
+    }
     if confirm.is_some_and(|c| c != new) {
         return Err("The two new passwords are not the same.".to_string());
     }
@@ -65,6 +68,16 @@ pub fn check_new(current: &str, new: &str, confirm: Option<&str>) -> Result<(), 
         return Err("The new password is the same as the current one.".to_string());
     }
     Ok(())
+}
+
+/// One change at a time per person in this process: of two concurrent changes, the second
+/// checks its current password against the first one's result (and fails) instead of both
+/// reporting success while only one password stands.
+pub async fn change_lock(user_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    static LOCKS: std::sync::LazyLock<dashmap::DashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>> =
+        std::sync::LazyLock::new(Default::default);
+    let lock = LOCKS.entry(user_id.to_string()).or_default().clone();
+    lock.lock_owned().await
 }
 
 /// Hashes `new` (off the async workers) and stores it for `user`.
@@ -94,6 +107,7 @@ mod tests {
         assert!(check_new("old", &"x".repeat(257), None).unwrap_err().contains("at most 256"));
         assert!(check_new("old", "long-enough-1", Some("long-enough-2")).unwrap_err().contains("not the same"));
         assert!(check_new("same-password", "same-password", None).unwrap_err().contains("same as the current"));
+        assert!(check_new("old", &" ".repeat(12), None).unwrap_err().contains("only spaces"));
     }
 
     #[test]

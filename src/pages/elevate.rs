@@ -78,7 +78,10 @@ async fn prove(
 ) -> Result<Proof, GatewayError> {
     let user = &identity.user;
     let has_totp = account_totp::is_enrolled(state, &user.id).await?;
-    let secret = secret.unwrap_or_default();
+    let Some(secret) = secret.filter(|s| !s.is_empty()) else {
+        let what = if method == "password" { "password" } else { "code" };
+        return Err(GatewayError::BadRequest(format!("Send the {what} to confirm with.")));
+    };
     let outcome = match method {
         "totp" if !has_totp => {
             return Err(GatewayError::Conflict(
@@ -95,7 +98,16 @@ async fn prove(
             Ok(CodeCheck::Refused) => Err(GatewayError::BadCode),
             Err(e) => Err(e),
         },
-        "password" => account_password::verify(state, user, secret, ctx.client_ip).await.map(|()| Proof::Password),
+        "password" => match account_password::verify(state, user, secret, ctx.client_ip).await {
+            // A second factor may have been set up while the password was being checked: then
+            // the password no longer proves enough.
+            Ok(()) if account_totp::is_enrolled(state, &user.id).await? => {
+                return Err(GatewayError::Conflict(
+                    "You have an authenticator app set up: confirm with a code from it instead.".into(),
+                ))
+            }
+            other => other.map(|()| Proof::Password),
+        },
         _ => return Err(GatewayError::BadRequest("method must be \"totp\" or \"password\".".into())),
     };
     if let Err(e) = &outcome {

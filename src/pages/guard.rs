@@ -33,6 +33,17 @@ pub fn elevated(state: &AppState, identity: &Identity) -> Result<(), GatewayErro
     }
 }
 
+/// Changing or removing a second factor: an elevation *with a second factor* within
+/// `elevation.max_age` (a password proof never suffices once a second factor exists).
+pub fn elevated_by_second_factor(state: &AppState, identity: &Identity) -> Result<(), GatewayError> {
+    let max_age = millis(state.config.elevation.max_age);
+    let now = state.sessions.now();
+    match identity.session.session.elevation {
+        Some(e) if now.saturating_sub(e.at) <= max_age => Ok(()),
+        _ => Err(challenge(state)),
+    }
+}
+
 /// Creating a credential: a sign-in or a re-authentication within `elevation.max_age`.
 pub fn recently_authenticated(state: &AppState, identity: &Identity) -> Result<(), GatewayError> {
     let max_age = millis(state.config.elevation.max_age);

@@ -5,7 +5,7 @@
 use pingora::proxy::Session;
 use serde::{Deserialize, Serialize};
 
-use super::{body, csrf, guard, trusted_forwarded_host, UserView, SESSIONS_PATH};
+use super::{body, csrf, elevate_url, guard, trusted_forwarded_host, UserView, PASSWORD_PATH, SESSIONS_PATH};
 use crate::account::audit_log::{self, Actor};
 use crate::account::password::{self as account_password, SetError, MIN_LEN};
 use crate::audit::AuditEvent;
@@ -22,16 +22,20 @@ struct PasswordPage<'a> {
     tab_label: &'static str,
     min_len: usize,
     error: Option<String>,
+    /// The confirmation lapsed: link to confirm again and come back here.
+    elevate_url: Option<String>,
 }
 
-fn render(state: &AppState, identity: &Identity, status: u16, error: Option<String>) -> Reply {
+fn render(state: &AppState, identity: &Identity, status: u16, error: Option<&GatewayError>) -> Reply {
+    let lapsed = matches!(error, Some(GatewayError::ElevationRequired { .. }));
     let page = PasswordPage {
         user: UserView::of(&identity.user),
         csrf_token: identity.session.session.csrf.expose(),
         tab: "password",
         tab_label: "Password",
         min_len: MIN_LEN,
-        error,
+        error: error.map(ToString::to_string),
+        elevate_url: lapsed.then(|| elevate_url(PASSWORD_PATH)),
     };
     Reply::html(status, state.templates.render("password.html", &page))
 }
@@ -54,6 +58,7 @@ async fn change(
 ) -> Result<(), GatewayError> {
     guard::elevated(state, identity)?;
     account_password::check_new(current, new, confirm).map_err(GatewayError::BadRequest)?;
+    let _one_at_a_time = account_password::change_lock(&identity.user.id).await;
     account_password::verify(state, &identity.user, current, ctx.client_ip).await.map_err(|e| match e {
         GatewayError::BadCredentials => GatewayError::BadRequest("The current password is not right.".into()),
         other => other,
@@ -83,7 +88,7 @@ pub async fn form(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
         // Shown on the form again (nothing typed is echoed back); the step-up and throttling
         // errors keep their status and headers.
         Err(err) if matches!(err.status(), 400 | 401 | 429) => {
-            let page = render(state, &identity, err.status(), Some(err.to_string()));
+            let page = render(state, &identity, err.status(), Some(&err));
             Ok(err.headers().into_iter().fold(page, |r, (k, v)| r.header(k, v)))
         }
         Err(err) => Err(err),

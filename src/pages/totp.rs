@@ -15,11 +15,20 @@ use crate::proxy::ctx::{Identity, RequestCtx};
 use crate::proxy::respond::Reply;
 use crate::state::AppState;
 
-/// The issuer authenticator apps show next to the account: the site's host when known.
+/// The issuer authenticator apps show next to the account: the site's host name when it is
+/// a plain one, else the product name.
 fn issuer(session: &Session) -> String {
-    let host = session.req_header().headers.get(http::header::HOST).and_then(|h| h.to_str().ok());
-    let host = host.map(|h| h.split(':').next().unwrap_or(h).trim()).filter(|h| !h.is_empty() && h.len() <= 100);
-    host.unwrap_or("Dalea Gateway").to_string()
+    let host = session.req_header().headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let name =
+        host.trim().rsplit_once(':').filter(|(h, port)| !h.contains(']') || port.is_empty()).map_or(host, |(h, _)| h);
+    let plain = !name.is_empty()
+        && name.len() <= 100
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    if plain {
+        name.to_string()
+    } else {
+        "Dalea Gateway".to_string()
+    }
 }
 
 #[derive(Serialize)]
@@ -51,7 +60,7 @@ struct TotpPage<'a> {
 /// recent confirmation (it is removing the old one).
 fn may_enrol(state: &AppState, identity: &Identity, enabled: bool) -> Result<(), GatewayError> {
     if enabled {
-        guard::elevated(state, identity)
+        guard::elevated_by_second_factor(state, identity)
     } else {
         guard::recently_authenticated(state, identity)
     }
@@ -66,17 +75,22 @@ async fn render(
 ) -> Result<Reply, GatewayError> {
     let user = &identity.user;
     let stored = state.accounts.totp(&user.id).await?;
-    let enrolment = match account_totp::pending(state, &user.id).await {
-        Ok(Some(secret)) => Some(enrolment_view(session, &user.email, &secret)),
-        Ok(None) | Err(GatewayError::Conflict(_)) => None,
-        Err(e) => return Err(e),
+    let enabled = stored.active.is_some();
+    // A set-up in progress is shown only to a session that may set one up: never to a stale
+    // session, which could otherwise learn the new secret and confirm it first.
+    let enrolment = match may_enrol(state, identity, enabled) {
+        Err(_) => None,
+        Ok(()) => match account_totp::pending(state, &user.id).await {
+            Ok(Some(secret)) => Some(enrolment_view(session, &user.email, &secret)),
+            Ok(None) | Err(GatewayError::Conflict(_)) => None,
+            Err(e) => return Err(e),
+        },
     };
     let notice = match query_param(session, "done").as_deref() {
         Some("enrolled") => Some("Your authenticator app is set up. Sensitive actions now ask for a code from it."),
         Some("removed") => Some("The authenticator app was removed."),
         _ => None,
     };
-    let enabled = stored.active.is_some();
     let page = TotpPage {
         user: UserView::of(user),
         csrf_token: identity.session.session.csrf.expose(),
@@ -87,7 +101,7 @@ async fn render(
         enrolled_at: stored.active.map(|a| rfc3339(a.enrolled_at)),
         enrolment,
         may_enrol: may_enrol(state, identity, enabled).is_ok(),
-        may_remove: guard::elevated(state, identity).is_ok(),
+        may_remove: guard::elevated_by_second_factor(state, identity).is_ok(),
         elevate_url: elevate_url(TOTP_PATH),
         notice,
         error,
@@ -132,8 +146,10 @@ pub async fn enroll_form(state: &AppState, session: &mut Session, ctx: &RequestC
     Ok(Reply::see_other(TOTP_PATH))
 }
 
-/// Confirms the set-up with a code; audited.
+/// Confirms the set-up with a code (with the same recency as starting one); audited.
 async fn confirm(state: &AppState, identity: &Identity, ctx: &RequestCtx, code: &str) -> Result<(), GatewayError> {
+    let enabled = account_totp::is_enrolled(state, &identity.user.id).await?;
+    may_enrol(state, identity, enabled)?;
     match account_totp::confirm(state, &identity.user.id, code, ctx.client_ip).await? {
         CodeCheck::Accepted => {
             let actor = Actor::session(state, &identity.session.session, ctx.client_ip);
@@ -160,7 +176,7 @@ pub async fn confirm_form(state: &AppState, session: &mut Session, ctx: &Request
 
 /// Removes TOTP (sensitive); audited.
 async fn disable(state: &AppState, identity: &Identity, ctx: &RequestCtx) -> Result<(), GatewayError> {
-    guard::elevated(state, identity)?;
+    guard::elevated_by_second_factor(state, identity)?;
     if account_totp::disable(state, &identity.user.id).await? {
         let actor = Actor::session(state, &identity.session.session, ctx.client_ip);
         audit_log::record(state, &identity.user.id, actor, AuditEvent::TotpDisabled).await;

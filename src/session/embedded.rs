@@ -73,6 +73,13 @@ impl EmbeddedStore {
         std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
         let db = Database::create(&path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        // Password hashes, sealed TOTP secrets and audit logs live here too: owner only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        }
         // Create both tables up front so readers never see "table does not exist".
         let txn = db.begin_write().map_err(unavailable)?;
         txn.open_table(SESSIONS).map_err(unavailable)?;

@@ -62,7 +62,16 @@ pub struct SessionManager {
     pub outage_grace: Millis,
     /// When the current store outage began (0: the store is answering).
     pub outage_since: AtomicI64,
+    /// Tokens this process replaced by rotation, and when. A request still carrying one (sent
+    /// before the new cookie arrived) is refused like any dead token, but its answer does not
+    /// clear the cookie: by then the browser holds the new token under the same name.
+    pub rotated: dashmap::DashMap<TokenHash, Millis>,
 }
+
+/// How long a rotated token's requests leave the cookie alone.
+const ROTATION_GRACE: Millis = 60_000;
+/// Bound on remembered rotations (pruned by age beyond it).
+const MAX_ROTATED: usize = 10_000;
 
 impl SessionManager {
     pub fn now(&self) -> Millis {
@@ -127,7 +136,9 @@ impl SessionManager {
             }
             self.expire(&hash).await;
         }
-        Ok(Lookup::Missing { stale_cookie: !tokens.is_empty() })
+        let stale_cookie =
+            tokens.iter().any(|t| self.rotated.get(&t.hash()).is_none_or(|at| now - *at > ROTATION_GRACE));
+        Ok(Lookup::Missing { stale_cookie })
     }
 
     async fn expire(&self, hash: &TokenHash) {
@@ -162,19 +173,27 @@ impl SessionManager {
         Ok(())
     }
 
-    /// Revokes one of `user_id`'s sessions by public id; returns once the record is gone.
+    /// Revokes one of `user_id`'s sessions by public id; returns once the record is gone. A
+    /// session whose token is rotated while this runs is looked up again, so the revocation
+    /// never reports success while the session lives on.
     pub async fn revoke(&self, user_id: &str, id: &PublicId, current: &PublicId) -> Result<Revoke, StoreError> {
+        const ROUNDS: usize = 5;
         if id == current {
             return Ok(Revoke::IsCurrent);
         }
-        let Some(session) = self.store.find_for_user(user_id, id).await? else {
-            return Ok(Revoke::NotFound);
-        };
-        self.store.remove(&session.token_hash).await?;
-        self.cache.remove(&session.token_hash);
-        self.activity.forget(&session.token_hash);
-        tracing::info!(user.id = %user_id, session.id = %id, "session revoked");
-        Ok(Revoke::Revoked)
+        for _ in 0..ROUNDS {
+            let Some(session) = self.store.find_for_user(user_id, id).await? else {
+                return Ok(Revoke::NotFound);
+            };
+            let removed = self.store.remove(&session.token_hash).await?;
+            self.cache.remove(&session.token_hash);
+            self.activity.forget(&session.token_hash);
+            if removed && self.store.find_for_user(user_id, id).await?.is_none() {
+                tracing::info!(user.id = %user_id, session.id = %id, "session revoked");
+                return Ok(Revoke::Revoked);
+            }
+        }
+        Err(StoreError::Unavailable("the session kept changing while being revoked".into()))
     }
 
     /// Records a re-authentication on the caller's session and gives it a new token (a new
@@ -204,21 +223,33 @@ impl SessionManager {
         if let Some(p) = pending {
             self.activity.record(new.token_hash, p.at, p.ip);
         }
+        if self.rotated.len() >= MAX_ROTATED {
+            self.rotated.retain(|_, at| now - *at <= ROTATION_GRACE);
+        }
+        self.rotated.insert(old, now);
         self.cache.insert(new.clone(), now);
         Ok(Some((new, token)))
     }
 
     /// Applies `change` to every session of `user_id` (a credential was added or removed);
     /// `change` returns whether it changed anything. Changed sessions are rewritten in the
-    /// store and dropped from every replica's cache.
+    /// store and dropped from every replica's cache. A session whose token was rotated while
+    /// this ran is read again and changed too, so no session keeps what was taken away.
     pub async fn update_all(&self, user_id: &str, change: impl Fn(&mut Session) -> bool) -> Result<(), StoreError> {
-        for mut session in self.store.list_for_user(user_id).await? {
-            if change(&mut session) {
-                self.store.update(&session).await?;
-                self.cache.remove(&session.token_hash);
+        const ROUNDS: usize = 5;
+        for _ in 0..ROUNDS {
+            let mut missed = false;
+            for mut session in self.store.list_for_user(user_id).await? {
+                if change(&mut session) {
+                    missed |= !self.store.update(&session).await?;
+                    self.cache.remove(&session.token_hash);
+                }
+            }
+            if !missed {
+                return Ok(());
             }
         }
-        Ok(())
+        Err(StoreError::Unavailable("sessions kept changing while being updated".into()))
     }
 
     /// One person's live sessions, most recently active first, with unflushed activity applied.

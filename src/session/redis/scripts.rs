@@ -128,3 +128,14 @@ return 1
 "#,
     )
 });
+
+/// Drops an index entry only if it still names this session's token. KEYS[1] = index key;
+/// ARGV = public id, token-hash hex. (A rotation may have moved the entry on meanwhile.)
+pub(super) static INDEX_DEL_IF: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+return redis.call('HDEL', KEYS[1], ARGV[1])
+"#,
+    )
+});

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::conn::Conn;
 use super::fields::{self, decode_hash, decode_record, EXP, LA, REC};
-use super::scripts::{evalsha, ACTIVITY, INDEX_ADD, INDEX_SWAP, REPLACE_RECORD};
+use super::scripts::{evalsha, ACTIVITY, INDEX_ADD, INDEX_DEL_IF, INDEX_SWAP, REPLACE_RECORD};
 use super::{hex, unavailable, RedisStore};
 use crate::clock::Millis;
 use crate::session::store::{Activity, SessionStore, StoreError};
@@ -131,12 +131,22 @@ impl SessionStore for RedisStore {
             Ok(true) => {
                 // Not `remove`: the index entry already names the new token.
                 let (skey, channel) = (self.session_key(old), self.revocation_channel());
-                self.bounded("rotate", async {
-                    let conn = self.conn().await?;
-                    conn.cmd::<()>(::redis::cmd("DEL").arg(&skey)).await.map_err(unavailable)?;
-                    conn.cmd::<()>(::redis::cmd("PUBLISH").arg(&channel).arg(hex(old))).await.map_err(unavailable)
-                })
-                .await?;
+                let deleted: i64 = self
+                    .bounded("rotate", async {
+                        let conn = self.conn().await?;
+                        let n = conn.cmd(::redis::cmd("DEL").arg(&skey)).await.map_err(unavailable)?;
+                        conn.cmd::<()>(::redis::cmd("PUBLISH").arg(&channel).arg(hex(old)))
+                            .await
+                            .map_err(unavailable)?;
+                        Ok(n)
+                    })
+                    .await?;
+                if deleted == 0 {
+                    // The old session was revoked while this rotation ran: the new one must not
+                    // outlive it.
+                    self.remove(&new.token_hash).await?;
+                    return Ok(false);
+                }
                 Ok(true)
             }
             other => {
@@ -182,15 +192,13 @@ impl SessionStore for RedisStore {
             take.atomic().cmd("HGET").arg(&skey).arg(REC).cmd("DEL").arg(&skey);
             let (record, deleted): (Option<Vec<u8>>, i64) = conn.pipe(&take).await.map_err(unavailable)?;
             let session = record.as_deref().map(decode_record).transpose().ok().flatten();
-            // One round trip: the index entry and the notice (separate slots in a cluster).
-            let mut then = Vec::with_capacity(2);
+            // The index entry only if it still names this token (a rotation may have moved it).
             if let Some(s) = &session {
                 let ikey = self.index_key(&s.user_id);
-                let hdel = ::redis::cmd("HDEL").arg(&ikey).arg(s.id.as_str()).to_owned();
-                then.push((ikey, hdel));
+                let del = evalsha(&INDEX_DEL_IF, &ikey, &[&s.id.as_str(), &notice]);
+                run_scripts(conn, &INDEX_DEL_IF, vec![(ikey, del)]).await.and_then(first_ok)?;
             }
-            then.push((channel.clone(), ::redis::cmd("PUBLISH").arg(&channel).arg(&notice).to_owned()));
-            first_ok(conn.batch(then).await.map_err(unavailable)?)?;
+            conn.cmd::<()>(::redis::cmd("PUBLISH").arg(&channel).arg(&notice)).await.map_err(unavailable)?;
             Ok(deleted > 0)
         })
         .await
