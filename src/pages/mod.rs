@@ -99,7 +99,9 @@ pub async fn handle(state: &AppState, session: &mut Session, ctx: &RequestCtx) -
     let api = path.starts_with("/.dalea/api/");
     let reply = match dispatch(state, session, ctx, &path).await {
         Ok(reply) => reply,
-        Err(err) if !api && is_read(session) && err.status() == 401 => {
+        Err(err @ (GatewayError::SignInRequired | GatewayError::ElevationRequired { .. }))
+            if !api && is_read(session) =>
+        {
             // A page (not the API) this client may not see yet: go and fix that, then come back.
             let here = session.req_header().uri.path_and_query().map_or(path.as_str(), |pq| pq.as_str()).to_string();
             match err {

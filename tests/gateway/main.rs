@@ -4,6 +4,7 @@
 mod support;
 
 mod account;
+mod api_keys;
 mod bad_input;
 mod cli;
 mod client_info;

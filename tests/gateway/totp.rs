@@ -58,9 +58,9 @@ async fn setting_up_totp_shows_the_secret_once_and_a_first_code_turns_it_on(back
     assert_eq!(v["enrolled_at"], rfc3339(gw.clock.now()), "{v}");
     assert!(!v.to_string().contains(&secret), "the secret is shown once only");
 
-    // Nothing left to confirm.
+    // Confirming again is changing a second factor that is now on: it needs a code first.
     let (code, v) = status_json(confirm(gw, &cookie, &app.next_code(&gw.clock)).await).await;
-    assert_eq!(code, 409, "{v}");
+    assert_eq!((code, v["error"].as_str()), (401, Some("elevation_required")), "{v}");
     // And the app it was set up with now confirms it's you.
     let cookie = elevate(gw, &cookie, &app).await;
     assert_eq!(get_json(gw, "/admin", &cookie).await.status(), 200);

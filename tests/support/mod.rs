@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod account;
+pub mod api_keys;
 pub mod echo;
 pub mod mmdb;
 pub mod redis;
