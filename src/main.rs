@@ -45,6 +45,18 @@ enum Command {
     },
     /// Read a password from standard input and print its argon2id hash for the users file.
     HashPassword,
+    /// Remove a person's authenticator app (TOTP), e.g. after a lost phone. With the embedded
+    /// store, stop the gateway first.
+    ResetTotp {
+        #[arg(long)]
+        config: PathBuf,
+        /// The person's email, as in the users file.
+        #[arg(long)]
+        email: String,
+        /// Directory of the embedded store, replaces `[store] path`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,6 +66,30 @@ fn main() -> ExitCode {
             init_logging(log_json);
             let overrides = Overrides { listen, admin_listen, data_dir };
             serve(&config, &overrides)
+        }
+        Command::ResetTotp { config, email, data_dir } => {
+            let overrides = Overrides { data_dir, ..Overrides::default() };
+            let loaded = match Config::load(&config, &overrides) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{}: {e}", config.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match dalea_gateway::account::totp::operator_reset(loaded, &email) {
+                Ok(true) => {
+                    println!("{email}: authenticator app removed; they can set up a new one after signing in");
+                    ExitCode::SUCCESS
+                }
+                Ok(false) => {
+                    println!("{email}: had no authenticator app; nothing changed");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("reset-totp: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::CheckConfig { config } => match check_config(&config) {
             Ok(()) => {

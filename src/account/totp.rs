@@ -150,3 +150,23 @@ pub async fn disable(state: &AppState, user_id: &str) -> Result<bool, GatewayErr
         .await?;
     Ok(removed)
 }
+
+/// `dalea-gateway reset-totp`: the operator removes a person's authenticator app (a lost
+/// phone). Their sessions elevated with it lose that elevation; the audit log records it.
+/// With the embedded store the gateway must be stopped first (one process owns the file).
+pub fn operator_reset(config: crate::config::Config, email: &str) -> anyhow::Result<bool> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Routes to the built-in demo app need an address; nothing is served here.
+    let unused = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+    let state = AppState::build(config, std::sync::Arc::new(crate::clock::SystemClock), Some(unused))
+        .map_err(|e| anyhow::anyhow!("{e} (with the embedded store, stop the gateway first)"))?;
+    let user = state.users.current().by_email(email).ok_or_else(|| anyhow::anyhow!("no one with email {email:?}"))?;
+    runtime.block_on(async {
+        let removed = disable(&state, &user.id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        if removed {
+            let actor = super::audit_log::Actor { device: Some("operator (reset-totp)".into()), ..Default::default() };
+            super::audit_log::record(&state, &user.id, actor, crate::audit::AuditEvent::TotpDisabled).await;
+        }
+        Ok(removed)
+    })
+}
