@@ -211,8 +211,10 @@ pub async fn status_json(state: &AppState, session: &mut Session, ctx: &RequestC
 /// POST /.dalea/api/totp/enroll → `{"secret", "otpauth_uri"}` (shown this once).
 pub async fn enroll_json(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
     let identity = json_identity(state, session, ctx).await?;
+    // Always JSON (`{}`), even though nothing in it is needed: no HTML form can send that, so a
+    // page elsewhere cannot start a set-up here.
+    body::require_content_type(session, body::JSON)?;
     if super::has_body(session) {
-        body::require_content_type(session, body::JSON)?;
         let _: serde_json::Map<String, serde_json::Value> =
             body::json(&body::read(session, state.config.server.max_form_bytes).await?)?;
     }

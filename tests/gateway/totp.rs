@@ -104,6 +104,9 @@ async fn the_totp_api_needs_a_session_json_and_the_same_origin() {
         .await
         .unwrap();
     assert_eq!(text.status(), 415);
+    // An empty POST (what a form elsewhere could send) starts nothing either.
+    let empty = client().post(gw.url("/.dalea/api/totp/enroll")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(empty.status(), 415);
 
     let cross_site = client()
         .post(gw.url("/.dalea/api/totp/enroll"))
