@@ -2,13 +2,11 @@
 //! person's API keys. Pages and JSON. Creating a key needs a recent sign-in or confirmation;
 //! keys and sessions never touch each other.
 
-use std::collections::HashMap;
-
 use base64::Engine;
 use pingora::proxy::Session;
 use serde::{Deserialize, Serialize};
 
-use super::{body, csrf, elevate_url, guard, query_param, trusted_forwarded_host, UserView, API_KEYS_PATH};
+use super::{elevate_url, guard, query_param, UserView, API_KEYS_PATH};
 use crate::account::audit_log::{self, Actor};
 use crate::api_keys::keyring::{TooMany, MAX_KEYS_PER_PERSON};
 use crate::api_keys::{ApiKey, KeySecret};
@@ -204,25 +202,11 @@ async fn create(
     Ok((key, secret))
 }
 
-/// The identity behind a form post on this page, with origin and CSRF token checked.
-async fn form_identity(
-    state: &AppState,
-    session: &mut Session,
-    ctx: &RequestCtx,
-) -> Result<(Identity, HashMap<String, String>), GatewayError> {
-    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
-    body::require_content_type(session, body::FORM)?;
-    let identity = guard::identity(state, session, ctx).await?;
-    let fields = body::form(&body::read(session, state.config.server.max_form_bytes).await?);
-    csrf::check_token(&identity.session.session.csrf, fields.get("csrf_token"))?;
-    Ok((identity, fields))
-}
-
 /// POST /.dalea/settings/security/api-keys (form: csrf_token, name, expires_in_days): back to
 /// the tab (303), which shows the new key this once; reloading it shows nothing and creates
 /// nothing. (Without an encryption key to seal the flash cookie, the answer itself shows it.)
 pub async fn create_form(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
-    let (identity, fields) = form_identity(state, session, ctx).await?;
+    let (identity, fields) = guard::form_post(state, session, ctx).await?;
     let name = fields.get("name").map(String::as_str).unwrap_or_default();
     let days = match fields.get("expires_in_days").map(|d| d.trim()).filter(|d| !d.is_empty() && *d != "never") {
         None => None,
@@ -263,7 +247,7 @@ pub async fn revoke_form(
     ctx: &RequestCtx,
     id: &str,
 ) -> Result<Reply, GatewayError> {
-    let (identity, _) = form_identity(state, session, ctx).await?;
+    let (identity, _) = guard::form_post(state, session, ctx).await?;
     let done = if revoke(state, &identity, ctx, id).await? { "revoked" } else { "gone" };
     Ok(Reply::see_other(&format!("{API_KEYS_PATH}?done={done}")))
 }
@@ -287,10 +271,7 @@ struct JsonCreate {
 /// POST /.dalea/api/api-keys `{"name", "expires_in_days"?}` → 201 `{"id","key",…}`; the key
 /// is in this answer only.
 pub async fn create_json(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
-    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
-    body::require_content_type(session, body::JSON)?;
-    let identity = guard::identity(state, session, ctx).await?;
-    let req: JsonCreate = body::json(&body::read(session, state.config.server.max_form_bytes).await?)?;
+    let (identity, req): (_, JsonCreate) = guard::json_post(state, session, ctx).await?;
     let (key, secret) = create(state, &identity, ctx, &req.name, req.expires_in_days).await?;
     let mut body = serde_json::to_value(view(state, &key)).map_err(|_| GatewayError::Internal)?;
     if let Some(map) = body.as_object_mut() {
@@ -306,8 +287,7 @@ pub async fn revoke_json(
     ctx: &RequestCtx,
     id: &str,
 ) -> Result<Reply, GatewayError> {
-    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
-    let identity = guard::identity(state, session, ctx).await?;
+    let identity = guard::api_call(state, session, ctx).await?;
     if revoke(state, &identity, ctx, id).await? {
         Ok(Reply::empty(204))
     } else {

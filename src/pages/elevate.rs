@@ -6,7 +6,7 @@ use pingora::proxy::Session;
 use serde::{Deserialize, Serialize};
 
 use super::signin::set_cookie_for;
-use super::{body, csrf, guard, query_param, redirect, trusted_forwarded_host, UserView};
+use super::{guard, query_param, redirect, UserView};
 use crate::account::audit_log::{self, Actor};
 use crate::account::password as account_password;
 use crate::account::totp::{self as account_totp, CodeCheck};
@@ -148,11 +148,7 @@ async fn elevate(
 
 /// POST /.dalea/elevate (form: csrf_token, code or password, rd)
 pub async fn form(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
-    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
-    body::require_content_type(session, body::FORM)?;
-    let identity = guard::identity(state, session, ctx).await?;
-    let fields = body::form(&body::read(session, state.config.server.max_form_bytes).await?);
-    csrf::check_token(&identity.session.session.csrf, fields.get("csrf_token"))?;
+    let (identity, fields) = guard::form_post(state, session, ctx).await?;
     let rd = redirect::safe_redirect(fields.get("rd").map(String::as_str));
     let (method, secret) = match (fields.get("code"), fields.get("password")) {
         (Some(code), _) => ("totp", code),
@@ -187,10 +183,7 @@ struct JsonElevate {
 /// POST /.dalea/api/elevate `{"method":"totp","code":"123456"}` or
 /// `{"method":"password","password":"…"}` → 200 + a new session cookie.
 pub async fn json(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
-    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
-    body::require_content_type(session, body::JSON)?;
-    let identity = guard::identity(state, session, ctx).await?;
-    let req: JsonElevate = body::json(&body::read(session, state.config.server.max_form_bytes).await?)?;
+    let (identity, req): (_, JsonElevate) = guard::json_post(state, session, ctx).await?;
     let secret = if req.method == "password" { req.password.as_deref() } else { req.code.as_deref() };
     let proof = prove(state, &identity, ctx, &req.method, secret).await?;
     let (s, cookie) = elevate(state, &identity, ctx, proof).await?;

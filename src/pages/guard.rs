@@ -1,7 +1,12 @@
 //! What a built-in page or API call needs before it runs: a signed-in person, and for
 //! sensitive actions a recent re-authentication (see `crate::elevation`).
 
+use std::collections::HashMap;
+
 use pingora::proxy::Session;
+use serde::de::DeserializeOwned;
+
+use super::{body, csrf, trusted_forwarded_host};
 
 use crate::clock::millis;
 use crate::elevation;
@@ -17,6 +22,40 @@ pub async fn identity(state: &AppState, session: &Session, ctx: &RequestCtx) -> 
         (Some(identity), _) => Ok(identity),
         (None, _) => Err(GatewayError::SignInRequired),
     }
+}
+
+/// A state-changing JSON or DELETE call: same origin, then the caller's identity.
+pub async fn api_call(state: &AppState, session: &Session, ctx: &RequestCtx) -> Result<Identity, GatewayError> {
+    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
+    identity(state, session, ctx).await
+}
+
+/// A JSON call with a body: same origin, `application/json`, the caller's identity and the
+/// parsed body.
+pub async fn json_post<T: DeserializeOwned>(
+    state: &AppState,
+    session: &mut Session,
+    ctx: &RequestCtx,
+) -> Result<(Identity, T), GatewayError> {
+    body::require_content_type(session, body::JSON)?;
+    let identity = api_call(state, session, ctx).await?;
+    let parsed = body::json(&body::read(session, state.config.server.max_form_bytes).await?)?;
+    Ok((identity, parsed))
+}
+
+/// An HTML form post: same origin, form encoding, the caller's identity, and the session's
+/// CSRF token in the fields. Returns the identity and the fields.
+pub async fn form_post(
+    state: &AppState,
+    session: &mut Session,
+    ctx: &RequestCtx,
+) -> Result<(Identity, HashMap<String, String>), GatewayError> {
+    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
+    body::require_content_type(session, body::FORM)?;
+    let identity = identity(state, session, ctx).await?;
+    let fields = body::form(&body::read(session, state.config.server.max_form_bytes).await?);
+    csrf::check_token(&identity.session.session.csrf, fields.get("csrf_token"))?;
+    Ok((identity, fields))
 }
 
 fn challenge(state: &AppState) -> GatewayError {

@@ -5,7 +5,7 @@
 use pingora::proxy::Session;
 use serde::{Deserialize, Serialize};
 
-use super::{body, csrf, elevate_url, guard, trusted_forwarded_host, UserView, PASSWORD_PATH, SESSIONS_PATH};
+use super::{elevate_url, guard, UserView, PASSWORD_PATH, SESSIONS_PATH};
 use crate::account::audit_log::{self, Actor};
 use crate::account::password::{self as account_password, SetError, MIN_LEN};
 use crate::audit::AuditEvent;
@@ -76,11 +76,7 @@ async fn change(
 /// POST /.dalea/settings/security/password (form: csrf_token, current_password,
 /// new_password, confirm_password) → the sessions list with a note.
 pub async fn form(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
-    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
-    body::require_content_type(session, body::FORM)?;
-    let identity = guard::identity(state, session, ctx).await?;
-    let fields = body::form(&body::read(session, state.config.server.max_form_bytes).await?);
-    csrf::check_token(&identity.session.session.csrf, fields.get("csrf_token"))?;
+    let (identity, fields) = guard::form_post(state, session, ctx).await?;
     let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
     let confirm = Some(field("confirm_password"));
     match change(state, &identity, ctx, field("current_password"), field("new_password"), confirm).await {
@@ -104,10 +100,7 @@ struct JsonChange {
 
 /// POST /.dalea/api/password `{"current_password","new_password"}` → 204
 pub async fn json(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
-    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
-    body::require_content_type(session, body::JSON)?;
-    let identity = guard::identity(state, session, ctx).await?;
-    let req: JsonChange = body::json(&body::read(session, state.config.server.max_form_bytes).await?)?;
+    let (identity, req): (_, JsonChange) = guard::json_post(state, session, ctx).await?;
     change(state, &identity, ctx, &req.current_password, &req.new_password, None).await.map_err(|e| match e {
         // For scripts, a wrong current password is the usual 401.
         GatewayError::BadRequest(m) if m.starts_with("The current password") => GatewayError::BadCredentials,

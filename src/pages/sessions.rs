@@ -204,8 +204,7 @@ pub async fn revoke_json(
     ctx: &RequestCtx,
     id: &str,
 ) -> Result<Reply, GatewayError> {
-    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
-    let identity = guard::identity(state, session, ctx).await?;
+    let identity = guard::api_call(state, session, ctx).await?;
     match revoke(state, &identity, ctx, id).await? {
         Revoke::Revoked => Ok(Reply::empty(204)),
         Revoke::IsCurrent => Err(GatewayError::Conflict(

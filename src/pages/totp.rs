@@ -4,7 +4,7 @@
 use pingora::proxy::Session;
 use serde::{Deserialize, Serialize};
 
-use super::{body, csrf, elevate_url, guard, query_param, trusted_forwarded_host, UserView, TOTP_PATH};
+use super::{body, elevate_url, guard, query_param, UserView, TOTP_PATH};
 use crate::account::audit_log::{self, Actor};
 use crate::account::totp::{self as account_totp, CodeCheck};
 use crate::audit::AuditEvent;
@@ -119,20 +119,6 @@ pub async fn page(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
     render(state, session, &identity, 200, None).await
 }
 
-/// The identity behind a form post on this page, with origin and CSRF token checked.
-async fn form_identity(
-    state: &AppState,
-    session: &mut Session,
-    ctx: &RequestCtx,
-) -> Result<(Identity, std::collections::HashMap<String, String>), GatewayError> {
-    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
-    body::require_content_type(session, body::FORM)?;
-    let identity = guard::identity(state, session, ctx).await?;
-    let fields = body::form(&body::read(session, state.config.server.max_form_bytes).await?);
-    csrf::check_token(&identity.session.session.csrf, fields.get("csrf_token"))?;
-    Ok((identity, fields))
-}
-
 async fn enrol(state: &AppState, identity: &Identity) -> Result<TotpSecret, GatewayError> {
     let enabled = account_totp::is_enrolled(state, &identity.user.id).await?;
     may_enrol(state, identity, enabled)?;
@@ -141,7 +127,7 @@ async fn enrol(state: &AppState, identity: &Identity) -> Result<TotpSecret, Gate
 
 /// POST …/totp/enroll: starts a set-up, then shows its QR code on the page.
 pub async fn enroll_form(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
-    let (identity, _) = form_identity(state, session, ctx).await?;
+    let (identity, _) = guard::form_post(state, session, ctx).await?;
     enrol(state, &identity).await?;
     Ok(Reply::see_other(TOTP_PATH))
 }
@@ -162,7 +148,7 @@ async fn confirm(state: &AppState, identity: &Identity, ctx: &RequestCtx, code: 
 
 /// POST …/totp/confirm (form: csrf_token, code)
 pub async fn confirm_form(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
-    let (identity, fields) = form_identity(state, session, ctx).await?;
+    let (identity, fields) = guard::form_post(state, session, ctx).await?;
     let code = fields.get("code").map(String::as_str).unwrap_or_default();
     match confirm(state, &identity, ctx, code).await {
         Ok(()) => Ok(Reply::see_other(&format!("{TOTP_PATH}?done=enrolled"))),
@@ -186,15 +172,9 @@ async fn disable(state: &AppState, identity: &Identity, ctx: &RequestCtx) -> Res
 
 /// POST …/totp/disable (form: csrf_token)
 pub async fn disable_form(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
-    let (identity, _) = form_identity(state, session, ctx).await?;
+    let (identity, _) = guard::form_post(state, session, ctx).await?;
     disable(state, &identity, ctx).await?;
     Ok(Reply::see_other(&format!("{TOTP_PATH}?done=removed")))
-}
-
-/// The identity behind a JSON call: origin checked, and a body (if any) must be JSON.
-async fn json_identity(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Identity, GatewayError> {
-    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
-    guard::identity(state, session, ctx).await
 }
 
 /// GET /.dalea/api/totp → `{"enabled", "enrolled_at"}`
@@ -210,7 +190,7 @@ pub async fn status_json(state: &AppState, session: &mut Session, ctx: &RequestC
 
 /// POST /.dalea/api/totp/enroll → `{"secret", "otpauth_uri"}` (shown this once).
 pub async fn enroll_json(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
-    let identity = json_identity(state, session, ctx).await?;
+    let identity = guard::api_call(state, session, ctx).await?;
     // Always JSON (`{}`), even though nothing in it is needed: no HTML form can send that, so a
     // page elsewhere cannot start a set-up here.
     body::require_content_type(session, body::JSON)?;
@@ -234,16 +214,14 @@ struct JsonCode {
 
 /// POST /.dalea/api/totp/confirm `{"code"}` → 204
 pub async fn confirm_json(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
-    let identity = json_identity(state, session, ctx).await?;
-    body::require_content_type(session, body::JSON)?;
-    let req: JsonCode = body::json(&body::read(session, state.config.server.max_form_bytes).await?)?;
+    let (identity, req): (_, JsonCode) = guard::json_post(state, session, ctx).await?;
     confirm(state, &identity, ctx, &req.code).await?;
     Ok(Reply::empty(204))
 }
 
 /// DELETE /.dalea/api/totp → 204 (sensitive)
 pub async fn disable_json(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
-    let identity = json_identity(state, session, ctx).await?;
+    let identity = guard::api_call(state, session, ctx).await?;
     disable(state, &identity, ctx).await?;
     Ok(Reply::empty(204))
 }
