@@ -13,9 +13,20 @@ pub mod password;
 pub mod totp;
 
 use async_trait::async_trait;
+use dashmap::DashMap;
 
 use crate::clock::Millis;
 use crate::session::store::StoreError;
+
+/// One change of a kind at a time per person in this process (e.g. two password changes, or
+/// key creations racing the per-person limit): the second waits and then sees the first's
+/// result. Replicas do not share these locks.
+pub async fn person_lock(kind: &'static str, user_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    type Locks = DashMap<(&'static str, String), std::sync::Arc<tokio::sync::Mutex<()>>>;
+    static LOCKS: std::sync::LazyLock<Locks> = std::sync::LazyLock::new(Default::default);
+    let lock = LOCKS.entry((kind, user_id.to_string())).or_default().clone();
+    lock.lock_owned().await
+}
 
 /// An enrolled TOTP credential.
 #[derive(Clone, PartialEq, Eq)]

@@ -70,16 +70,6 @@ pub fn check_new(current: &str, new: &str, confirm: Option<&str>) -> Result<(), 
     Ok(())
 }
 
-/// One change at a time per person in this process: of two concurrent changes, the second
-/// checks its current password against the first one's result (and fails) instead of both
-/// reporting success while only one password stands.
-pub async fn change_lock(user_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
-    static LOCKS: std::sync::LazyLock<dashmap::DashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>> =
-        std::sync::LazyLock::new(Default::default);
-    let lock = LOCKS.entry(user_id.to_string()).or_default().clone();
-    lock.lock_owned().await
-}
-
 /// Hashes `new` (off the async workers) and stores it for `user`.
 pub async fn set(state: &AppState, user: &User, new: String) -> Result<(), SetError> {
     let hash = tokio::task::spawn_blocking(move || crate::auth::password::hash(&new))

@@ -112,6 +112,7 @@ impl ApiKeys {
         name: &str,
         expires_at: Option<Millis>,
     ) -> Result<Result<(ApiKey, KeySecret), TooMany>, StoreError> {
+        let _one_at_a_time = crate::account::person_lock("api_key", user_id).await;
         if self.store.keys_for_user(user_id).await?.len() >= MAX_KEYS_PER_PERSON {
             return Ok(Err(TooMany));
         }

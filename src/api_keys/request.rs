@@ -1,6 +1,6 @@
-//! How a request carries an API key: only as `Authorization: Bearer dalea_…`. A key anywhere
-//! else (a cookie, the query string) is refused rather than ignored, since it has already
-//! leaked into places that log it; any other `Authorization` belongs to the upstream app.
+//! How a request carries an API key: only as `Authorization: Bearer dalea_…`. A real key
+//! anywhere else (a cookie, the query string) is refused rather than ignored, since it has
+//! already leaked into places that log it; any other `Authorization` belongs to the upstream.
 
 use pingora::http::RequestHeader;
 
@@ -13,55 +13,68 @@ pub enum Presented {
     None,
     /// `Authorization: Bearer dalea_…` with a well-formed key.
     Key(KeySecret),
-    /// `Authorization: Bearer dalea_…` that is not a well-formed key (typo, truncation).
+    /// An `Authorization` value with `dalea_…` that is not one well-formed bearer key (typo,
+    /// truncation, another scheme, two keys).
     Malformed,
-    /// A key in a cookie or the query string.
-    Misplaced,
+    /// Well-formed keys in cookies or the query string. Only refused if one of them really
+    /// exists: anyone can make up a well-formed key, and a made-up one planted in a cookie
+    /// must not lock a browser out of the site.
+    Misplaced(Vec<KeySecret>),
 }
 
-/// The bearer token of an `Authorization` header, if it is one of ours.
-fn our_bearer(value: &[u8]) -> Option<&str> {
-    let value = std::str::from_utf8(value).ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && token.starts_with(PREFIX)).then_some(token)
-}
-
-/// Whether the request has an `Authorization` header carrying one of our keys (well-formed or
-/// not): such a header is never forwarded upstream.
+/// Whether an `Authorization` value is the gateway's (a `dalea_…` token under any scheme or
+/// none): such a value is never forwarded upstream.
 pub fn is_ours(value: &[u8]) -> bool {
-    our_bearer(value).is_some()
+    String::from_utf8_lossy(value).split(|c: char| c.is_whitespace() || c == ',').any(|t| t.starts_with(PREFIX))
+}
+
+/// The key of an `Authorization` value that is exactly `Bearer <key>`.
+fn bearer_key(value: &[u8]) -> Option<KeySecret> {
+    let value = std::str::from_utf8(value).ok()?;
+    let mut parts = value.split_ascii_whitespace();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(scheme), Some(token), None) if scheme.eq_ignore_ascii_case("bearer") => KeySecret::parse(token),
+        _ => None,
+    }
 }
 
 pub fn presented(req: &RequestHeader) -> Presented {
-    if misplaced(req) {
-        return Presented::Misplaced;
-    }
-    let mut ours = req.headers.get_all(http::header::AUTHORIZATION).iter().filter_map(|v| our_bearer(v.as_bytes()));
-    match (ours.next(), ours.next()) {
-        (None, _) => Presented::None,
-        (Some(token), None) => KeySecret::parse(token).map_or(Presented::Malformed, Presented::Key),
+    let ours: Vec<&[u8]> =
+        req.headers.get_all(http::header::AUTHORIZATION).iter().map(|v| v.as_bytes()).filter(|v| is_ours(v)).collect();
+    match ours.as_slice() {
+        [] => {}
+        [one] => return bearer_key(one).map_or(Presented::Malformed, Presented::Key),
         // Two keys at once: which one is meant is anyone's guess.
-        (Some(_), Some(_)) => Presented::Malformed,
+        _ => return Presented::Malformed,
+    }
+    let misplaced = misplaced(req);
+    if misplaced.is_empty() {
+        Presented::None
+    } else {
+        Presented::Misplaced(misplaced)
     }
 }
 
-/// A well-formed key as a cookie value or a query parameter value. Cheap for ordinary
-/// requests: the full parse runs only where `dalea_` starts a value.
-fn misplaced(req: &RequestHeader) -> bool {
-    let in_query = req.uri.query().is_some_and(|q| {
-        q.contains(PREFIX) && form_urlencoded::parse(q.as_bytes()).any(|(_, v)| KeySecret::parse(v.trim()).is_some())
-    });
-    let in_cookie = || {
-        req.headers.get_all(http::header::COOKIE).iter().any(|h| {
-            let h = String::from_utf8_lossy(h.as_bytes());
-            h.contains(&format!("={PREFIX}"))
-                && h.split(';')
-                    .filter_map(|pair| pair.split_once('='))
-                    .any(|(_, v)| KeySecret::parse(v.trim()).is_some())
-        })
-    };
-    in_query || in_cookie()
+/// Well-formed keys as cookie values or query names or values (percent-decoded, quotes and
+/// spaces trimmed). Cheap for ordinary requests: parsing runs only where `dalea_` appears.
+fn misplaced(req: &RequestHeader) -> Vec<KeySecret> {
+    let clean = |v: &str| KeySecret::parse(v.trim().trim_matches('"').trim());
+    let mut out = Vec::new();
+    if let Some(q) = req.uri.query() {
+        if q.contains(PREFIX) || q.contains('%') {
+            for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+                out.extend(clean(&k).into_iter().chain(clean(&v)));
+            }
+        }
+    }
+    for h in req.headers.get_all(http::header::COOKIE) {
+        let h = String::from_utf8_lossy(h.as_bytes());
+        if h.contains(PREFIX) {
+            out.extend(h.split(';').filter_map(|pair| pair.split_once('=')).filter_map(|(_, v)| clean(v)));
+        }
+    }
+    out.truncate(4);
+    out
 }
 
 #[cfg(test)]
@@ -81,25 +94,40 @@ mod tests {
         let key = KeySecret::generate();
         let bearer = format!("Bearer {}", key.expose());
         assert_eq!(presented(&req("/", &[("authorization", &bearer)])), Presented::Key(key.clone()));
-        let lower = format!("bearer  {} ", key.expose());
+        let lower = format!("bearer \t {} ", key.expose());
         assert_eq!(presented(&req("/", &[("authorization", &lower)])), Presented::Key(key.clone()));
         assert_eq!(presented(&req("/", &[])), Presented::None);
         // The app's own tokens are none of our business.
         assert_eq!(presented(&req("/", &[("authorization", "Bearer eyJhbGciOi.x.y")])), Presented::None);
         assert_eq!(presented(&req("/", &[("authorization", "Basic dXNlcjpwYXNz")])), Presented::None);
-        let typo = format!("Bearer {}x", key.expose());
-        assert_eq!(presented(&req("/", &[("authorization", &typo)])), Presented::Malformed);
+        for odd in [
+            format!("Bearer {}x", key.expose()),
+            format!("Token {}", key.expose()),
+            key.expose().to_string(),
+            format!("Bearer {}, Bearer x", key.expose()),
+        ] {
+            assert_eq!(presented(&req("/", &[("authorization", &odd)])), Presented::Malformed, "{odd}");
+            assert!(is_ours(odd.as_bytes()), "{odd} is never forwarded");
+        }
         let two = [("authorization", bearer.as_str()), ("authorization", bearer.as_str())];
         assert_eq!(presented(&req("/", &two)), Presented::Malformed);
     }
 
     #[test]
-    fn a_key_in_a_cookie_or_the_url_is_refused() {
+    fn keys_in_a_cookie_or_the_url_are_found() {
         let key = KeySecret::generate();
-        let url = format!("/api/x?page=2&api_key={}", key.expose());
-        assert_eq!(presented(&req(&url, &[])), Presented::Misplaced);
-        let cookie = format!("dalea_session=abc; token={}", key.expose());
-        assert_eq!(presented(&req("/", &[("cookie", &cookie)])), Presented::Misplaced);
+        let found = Presented::Misplaced(vec![key.clone()]);
+        assert_eq!(presented(&req(&format!("/api/x?page=2&api_key={}", key.expose()), &[])), found);
+        assert_eq!(presented(&req(&format!("/api/x?{}", key.expose()), &[])), found, "as a query name");
+        let encoded = format!("/x?k=%64{}", &key.expose()[1..]);
+        assert_eq!(presented(&req(&encoded, &[])), found, "percent-encoded");
+        for cookie in [
+            format!("dalea_session=abc; token={}", key.expose()),
+            format!("tok=\"{}\"", key.expose()),
+            format!("tok= {}", key.expose()),
+        ] {
+            assert_eq!(presented(&req("/", &[("cookie", &cookie)])), found, "{cookie}");
+        }
         // Our own cookie name starts with the prefix too; that is not a key.
         assert_eq!(presented(&req("/?q=dalea_", &[("cookie", "dalea_session=abc")])), Presented::None);
     }

@@ -21,6 +21,8 @@ use crate::state::AppState;
 const DAY: Millis = 86_400_000;
 const MAX_NAME_CHARS: usize = 100;
 const MAX_DAYS: u32 = 3650;
+/// How long after creation the tab still shows a new key carried by the flash cookie.
+const FLASH_SHOWN_FOR: Millis = 30_000;
 
 /// One key as the list shows it (never the secret).
 #[derive(Debug, Serialize)]
@@ -140,7 +142,10 @@ fn take_flash(state: &AppState, session: &Session, identity: &Identity) -> Optio
     let sealed = state.cookies.flash_value(cookies.iter().map(|v| v.as_bytes()))?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sealed).ok()?;
     let plain = state.secret_key.as_ref()?.decrypt(&flash_purpose(identity), &bytes)?;
-    KeySecret::parse(std::str::from_utf8(&plain).ok()?)
+    let (sealed_at, key) = std::str::from_utf8(&plain).ok()?.split_once(' ')?;
+    // Sealed with the time: a copy of the cookie replayed later shows nothing.
+    let age = state.sessions.now() - sealed_at.parse::<Millis>().ok()?;
+    (0..=FLASH_SHOWN_FOR).contains(&age).then(|| KeySecret::parse(key)).flatten()
 }
 
 /// GET /.dalea/settings/security/api-keys — right after creating a key (a redirect with the
@@ -159,7 +164,13 @@ pub async fn page(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
 /// A key name: trimmed, 1 to 100 characters, no control characters.
 fn check_name(raw: &str) -> Result<String, GatewayError> {
     let name = raw.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+    // No control characters, and no invisible or direction-changing ones that could make a
+    // name look like another in the list or the audit log.
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+    };
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(hidden) {
         return Err(GatewayError::BadRequest(format!(
             "Give the key a name of 1 to {MAX_NAME_CHARS} characters, e.g. \"backup script\"."
         )));
@@ -217,7 +228,8 @@ pub async fn create_form(state: &AppState, session: &mut Session, ctx: &RequestC
     match create(state, &identity, ctx, name, days).await {
         Ok((key, secret)) => match &state.secret_key {
             Some(seal) => {
-                let sealed = seal.encrypt(&flash_purpose(&identity), secret.expose().as_bytes());
+                let plain = format!("{} {}", state.sessions.now(), secret.expose());
+                let sealed = seal.encrypt(&flash_purpose(&identity), plain.as_bytes());
                 let value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed);
                 Ok(Reply::see_other(API_KEYS_PATH).header("set-cookie", state.cookies.set_flash(&value)))
             }

@@ -38,9 +38,12 @@ pub async fn json_post<T: DeserializeOwned>(
     ctx: &RequestCtx,
 ) -> Result<(Identity, T), GatewayError> {
     body::require_content_type(session, body::JSON)?;
-    let identity = api_call(state, session, ctx).await?;
-    let parsed = body::json(&body::read(session, state.config.server.max_form_bytes).await?)?;
-    Ok((identity, parsed))
+    csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
+    // The body first, then the session: a session revoked while a slow body arrives must not
+    // act afterwards on the copy looked up before.
+    let raw = body::read(session, state.config.server.max_form_bytes).await?;
+    let identity = identity(state, session, ctx).await?;
+    Ok((identity, body::json(&raw)?))
 }
 
 /// An HTML form post: same origin, form encoding, the caller's identity, and the session's
@@ -52,8 +55,9 @@ pub async fn form_post(
 ) -> Result<(Identity, HashMap<String, String>), GatewayError> {
     csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
     body::require_content_type(session, body::FORM)?;
-    let identity = identity(state, session, ctx).await?;
+    // The body first, then the session (see `json_post`).
     let fields = body::form(&body::read(session, state.config.server.max_form_bytes).await?);
+    let identity = identity(state, session, ctx).await?;
     csrf::check_token(&identity.session.session.csrf, fields.get("csrf_token"))?;
     Ok((identity, fields))
 }

@@ -138,7 +138,11 @@ async fn dispatch(
     // API keys never reach the gateway's own pages or API (they could create more keys).
     match presented(session.req_header()) {
         Presented::None => {}
-        Presented::Misplaced => return Err(GatewayError::ApiKeyMisplaced),
+        Presented::Misplaced(keys) => {
+            if authenticate::any_real(state, &keys).await {
+                return Err(GatewayError::ApiKeyMisplaced);
+            }
+        }
         Presented::Key(_) | Presented::Malformed => {
             return Err(GatewayError::ApiKeyNotAccepted(
                 "The gateway's own pages and API do not accept API keys: use a signed-in session.",

@@ -58,7 +58,7 @@ async fn change(
 ) -> Result<(), GatewayError> {
     guard::elevated(state, identity)?;
     account_password::check_new(current, new, confirm).map_err(GatewayError::BadRequest)?;
-    let _one_at_a_time = account_password::change_lock(&identity.user.id).await;
+    let _one_at_a_time = crate::account::person_lock("password", &identity.user.id).await;
     account_password::verify(state, &identity.user, current, ctx.client_ip).await.map_err(|e| match e {
         GatewayError::BadCredentials => GatewayError::BadRequest("The current password is not right.".into()),
         other => other,

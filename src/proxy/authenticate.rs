@@ -65,8 +65,8 @@ pub async fn identify(
 /// alone: a session cookie sent with it is ignored.
 pub async fn decide(state: &AppState, req: &RequestHeader, client_ip: Option<IpAddr>, route: &Route) -> Decision {
     match presented(req) {
-        Presented::None => decide_session(state, req, client_ip, route.access).await,
-        Presented::Misplaced => Decision::Deny(GatewayError::ApiKeyMisplaced),
+        Presented::Misplaced(keys) if any_real(state, &keys).await => Decision::Deny(GatewayError::ApiKeyMisplaced),
+        Presented::None | Presented::Misplaced(_) => decide_session(state, req, client_ip, route.access).await,
         Presented::Malformed => Decision::Deny(GatewayError::BadApiKey("The API key is malformed.")),
         Presented::Key(_) if !route.api_keys => Decision::Deny(GatewayError::ApiKeyNotAccepted(
             "This route does not accept API keys. Use a signed-in session, or ask the operator to set api_keys = true on the route.",
@@ -76,6 +76,17 @@ pub async fn decide(state: &AppState, req: &RequestHeader, client_ip: Option<IpA
             Err(e) => Decision::Deny(e),
         },
     }
+}
+
+/// Whether any of these well-formed keys (found where keys do not belong) really exists. A
+/// made-up one is ignored; if the store cannot say, so is this one.
+pub async fn any_real(state: &AppState, keys: &[KeySecret]) -> bool {
+    for key in keys {
+        if matches!(state.api_keys.lookup(key, true).await, Ok(KeyLookup::Found(_) | KeyLookup::Expired)) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Resolves a presented API key to its person and records its use.

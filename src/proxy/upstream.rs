@@ -32,11 +32,13 @@ pub fn rewrite_request(req: &mut RequestHeader, ctx: &RequestCtx, cookies: &Cook
         req.insert_header(http::header::COOKIE, kept)?;
     }
 
-    // Our API keys never leave the gateway; any other Authorization is the app's own.
-    let ours =
-        req.headers.get_all(http::header::AUTHORIZATION).iter().any(|v| api_keys::request::is_ours(v.as_bytes()));
-    if ours {
+    // Our API keys never leave the gateway; any other Authorization value is the app's own.
+    let values: Vec<http::HeaderValue> = req.headers.get_all(http::header::AUTHORIZATION).iter().cloned().collect();
+    if values.iter().any(|v| api_keys::request::is_ours(v.as_bytes())) {
         req.remove_header(&http::header::AUTHORIZATION);
+        for v in values.into_iter().filter(|v| !api_keys::request::is_ours(v.as_bytes())) {
+            req.append_header(http::header::AUTHORIZATION, v)?;
+        }
     }
 
     forwarded_headers(req, ctx)?;

@@ -202,7 +202,11 @@ impl SessionManager {
     pub async fn elevate(&self, cached: &CachedSession, proof: Proof) -> Result<Option<(Session, Token)>, StoreError> {
         let now = self.now();
         let token = Token::generate();
-        let mut new = cached.session.clone();
+        // From the stored record, not the copy cached when the request began: a credential
+        // removed meanwhile must not bring its elevation back.
+        let Some(mut new) = self.store.get(&cached.session.token_hash).await? else {
+            return Ok(None);
+        };
         new.token_hash = token.hash();
         new.last_active_at = new.last_active_at.max(cached.last_active());
         match proof {
