@@ -292,6 +292,39 @@ async fn the_apps_own_bearer_tokens_pass_through_untouched() {
     assert_eq!(seen(&echo, "authorization"), ["Bearer some-app-jwt"], "{echo}");
 }
 
+/// With a key, the key's own `Authorization` value stays inside and the app's other one goes on.
+#[tokio::test]
+async fn only_the_keys_authorization_value_is_kept_from_the_upstream() {
+    let gw = key_setup().start();
+    let cookie = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
+    let key = create_key(&gw, &cookie, "both", None).await;
+    let resp = client()
+        .get(gw.url("/api/reports"))
+        .header("authorization", format!("Bearer {}", key.key))
+        .header("authorization", "Basic YXBwOnRva2Vu")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let echo: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(seen(&echo, "authorization"), ["Basic YXBwOnRva2Vu"], "{echo}");
+    assert_eq!(seen(&echo, "x-dalea-auth-method"), ["api_key"], "{echo}");
+    assert!(!echo.to_string().contains(&key.key), "the key never reaches the upstream: {echo}");
+}
+
+/// Anyone can make up a well-formed key; one planted in a cookie must not lock the browser
+/// out (a real key there is refused, as the refusal tests show).
+#[tokio::test]
+async fn a_made_up_key_in_a_cookie_locks_no_one_out() {
+    let gw = key_setup().start();
+    let session = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
+    let planted = format!("{session}; junk={}", KeySecret::generate().expose());
+    for path in ["/public/x", "/app/x", "/.dalea/api/sessions", "/.dalea/signin"] {
+        let resp = client().get(gw.url(path)).header("cookie", &planted).send().await.unwrap();
+        assert!(matches!(resp.status().as_u16(), 200 | 303), "{path}: {}", resp.status());
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Refusals
 
