@@ -1,6 +1,7 @@
-//! The real `dalea-gateway` binary: `check-config`, `hash-password`, and `serve` with its
-//! command-line overrides and SIGTERM behaviour (a restart signs nobody out; the last activity
-//! before the signal is written to the store).
+//! The real `dalea-gateway` binary: `check-config`, `hash-password`, `reset-totp` (the operator
+//! removes a lost authenticator app), and `serve` with its command-line overrides and SIGTERM
+//! behaviour (a restart signs nobody out; the last activity before the signal is written to the
+//! store).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -10,7 +11,13 @@ use std::time::{Duration, Instant};
 use dalea_gateway::session::embedded::EmbeddedStore;
 use dalea_gateway::session::store::SessionStore;
 
-use crate::support::{free_addr, session_cookie, DEMO_EMAIL, PASSWORD};
+use crate::support::account::{
+    elevate, elevate_by_password, elevate_with_code, enroll_totp, get_json, redis_toml, status_json, Backend,
+};
+use crate::support::{
+    free_addr, session_cookie, sign_in, subscribed, Setup, TestGateway, CHROME_MAC, DEMO_EMAIL, FIREFOX_WIN, PASSWORD,
+    SAM_EMAIL, SUBSCRIBE_WITHIN,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dalea-gateway");
 
@@ -386,4 +393,238 @@ async fn sigterm_flushes_buffered_activity_to_redis() {
     let la: i64 = redis.command(&["HGET", &key, "la"]).trim().parse().expect("last-active stored");
     assert!(la >= before, "the request just before SIGTERM reached Redis (la {la}, request at {before})");
     assert_eq!(redis.command(&["HGET", &key, "ip"]).trim(), "127.0.0.2");
+}
+
+/// A config for `reset-totp` in `dir`: a copy of the gateway's users file, `store_toml` (empty:
+/// the embedded store, whose place `--data-dir` gives), and the one upstream and route a
+/// config must have.
+fn reset_totp_config(dir: &Path, users_file: &Path, store_toml: &str) -> PathBuf {
+    std::fs::copy(users_file, dir.join("users.toml")).expect("copy the users file");
+    let path = dir.join("gateway.toml");
+    let text = format!(
+        "[users]\nfile = \"users.toml\"\n{store_toml}\n\
+         [[upstreams]]\nname = \"app\"\naddress = \"127.0.0.1:9\"\n\
+         [[routes]]\nname = \"app\"\npath_prefix = \"/\"\nupstream = \"app\"\n"
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// `reset-totp --config <config> --email <email> [--data-dir <data>]`, blocking until it exits.
+fn reset_totp(config: &Path, email: &str, data: Option<&Path>) -> Output {
+    let mut cmd = gateway();
+    cmd.arg("reset-totp").arg("--config").arg(config).arg("--email").arg(email);
+    if let Some(data) = data {
+        cmd.arg("--data-dir").arg(data);
+    }
+    run(&mut cmd, b"")
+}
+
+fn describe(out: &Output) -> String {
+    format!("{}\nstdout: {}\nstderr: {}", out.status, text(&out.stdout), text(&out.stderr))
+}
+
+/// `GET /.dalea/api/totp`'s `enabled`.
+async fn totp_enabled(gw: &TestGateway, cookie: &str) -> bool {
+    let (status, v) = status_json(get_json(gw, "/.dalea/api/totp", cookie).await).await;
+    assert_eq!(status, 200, "{v}");
+    v["enabled"].as_bool().unwrap_or_else(|| panic!("enabled in {v}"))
+}
+
+/// Status and `error` of `GET /admin` (an elevated route) as an API client.
+async fn admin(gw: &TestGateway, cookie: &str) -> (u16, Option<String>) {
+    let (status, v) = status_json(get_json(gw, "/admin", cookie).await).await;
+    (status, v["error"].as_str().map(str::to_string))
+}
+
+/// Polls until `GET /admin` is refused with `elevation_required`, for at most `within`.
+async fn admin_refused_within(gw: &TestGateway, cookie: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let answer = admin(gw, cookie).await;
+        if answer == (401, Some("elevation_required".into())) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/admin still answers {answer:?} {within:?} after reset-totp");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The person's audit log (newest first); the session must be recently elevated.
+async fn audit_events(gw: &TestGateway, cookie: &str) -> Vec<serde_json::Value> {
+    let (status, v) = status_json(get_json(gw, "/.dalea/api/audit-log", cookie).await).await;
+    assert_eq!(status, 200, "audit log: {v}");
+    v["events"].as_array().unwrap_or_else(|| panic!("events in {v}")).clone()
+}
+
+fn of_type<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["type"] == kind).collect()
+}
+
+/// The `totp_disabled` event the operator's reset leaves: no session, no IP, the CLI as device.
+fn assert_operator_reset_event(e: &serde_json::Value) {
+    assert_eq!(e["type"], "totp_disabled", "{e}");
+    assert_eq!(e["device"], "operator (reset-totp)", "{e}");
+    assert!(e["session_id"].is_null(), "no session did it: {e}");
+    assert!(e["ip"].is_null(), "no client IP: {e}");
+    assert!(e["description"].as_str().is_some_and(|d| !d.is_empty()), "{e}");
+}
+
+/// With Redis the gateway keeps running: the person's authenticator app is gone at once, every
+/// session of theirs elevated with it loses that elevation (pushed to the replica's cache, whose
+/// own 30 s expiry never comes under the test's stopped clock), the password confirms it's them
+/// again, and the audit log says what the operator did. Someone else's app is untouched, and a
+/// second run changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_totp_on_redis_removes_the_app_while_the_gateway_runs() {
+    let bed = Backend::Redis.start(Setup::default());
+    let gw = &bed.gw;
+    let redis = bed.redis.as_ref().expect("a redis-server");
+    subscribed(gw, SUBSCRIBE_WITHIN).await;
+
+    let phone = sign_in(gw, DEMO_EMAIL, CHROME_MAC).await;
+    let laptop = sign_in(gw, DEMO_EMAIL, FIREFOX_WIN).await;
+    let app = enroll_totp(gw, &phone).await;
+    let phone = elevate(gw, &phone, &app).await;
+    let laptop = elevate(gw, &laptop, &app).await;
+    let sam = sign_in(gw, SAM_EMAIL, CHROME_MAC).await;
+    let sam_app = enroll_totp(gw, &sam).await;
+    let sam = elevate(gw, &sam, &sam_app).await;
+    for cookie in [&phone, &laptop, &sam] {
+        assert_eq!(admin(gw, cookie).await, (200, None), "elevated with TOTP");
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = reset_totp_config(dir.path(), &gw.users_file, &redis_toml(redis));
+    let out = tokio::task::block_in_place(|| reset_totp(&config, DEMO_EMAIL, None));
+    assert!(out.status.success(), "{}", describe(&out));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(DEMO_EMAIL) && stdout.contains("removed"), "{}", describe(&out));
+
+    for cookie in [&phone, &laptop] {
+        admin_refused_within(gw, cookie, Duration::from_secs(3)).await;
+    }
+    assert!(!totp_enabled(gw, &phone).await, "the app is gone");
+    let (status, v) = status_json(elevate_with_code(gw, &laptop, &app.next_code(&gw.clock)).await).await;
+    assert_eq!((status, v["error"].as_str()), (409, Some("conflict")), "the lost phone's codes no longer elevate: {v}");
+
+    // Sam's app and elevation are untouched.
+    assert!(totp_enabled(gw, &sam).await);
+    assert_eq!(admin(gw, &sam).await, (200, None));
+
+    // Without TOTP, the password confirms it's Demo.
+    let phone = elevate_by_password(gw, &phone, PASSWORD).await;
+    assert_eq!(admin(gw, &phone).await, (200, None));
+    let events = audit_events(gw, &phone).await;
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap_or("?")).collect();
+    assert_eq!(types.get(..2), Some(&["elevation", "totp_disabled"][..]), "newest first: {events:#?}");
+    assert_eq!(events[0]["method"], "password", "{}", events[0]);
+    assert_operator_reset_event(&events[1]);
+    assert_eq!(of_type(&events, "totp_disabled").len(), 1, "{events:#?}");
+    let sam_events = audit_events(gw, &sam).await;
+    assert!(of_type(&sam_events, "totp_disabled").is_empty(), "Sam's log: {sam_events:#?}");
+
+    // Again: nothing to remove, nothing recorded.
+    let again = tokio::task::block_in_place(|| reset_totp(&config, DEMO_EMAIL, None));
+    assert!(again.status.success(), "{}", describe(&again));
+    assert!(text(&again.stdout).contains("nothing changed"), "{}", describe(&again));
+    assert_eq!(of_type(&audit_events(gw, &phone).await, "totp_disabled").len(), 1, "no second event");
+    assert_eq!(admin(gw, &phone).await, (200, None), "the password elevation is not taken away");
+}
+
+/// An email no one has, and a config that is not there: a non-zero exit saying why.
+#[test]
+fn reset_totp_refuses_an_unknown_email_and_a_missing_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let users = dir.path().join("users.source.toml");
+    std::fs::write(
+        &users,
+        format!(
+            "[[users]]\nid = \"demo\"\nemail = \"{DEMO_EMAIL}\"\ndisplay_name = \"Demo User\"\n\
+             password_hash = \"{}\"\n",
+            crate::support::HASH
+        ),
+    )
+    .expect("users file");
+    let config = reset_totp_config(dir.path(), &users, "");
+    let data = dir.path().join("data");
+
+    let out = reset_totp(&config, "nobody@example.com", Some(&data));
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(text(&out.stderr).contains("nobody@example.com"), "the message names the email: {}", describe(&out));
+    assert!(!text(&out.stdout).contains("removed"), "{}", describe(&out));
+
+    let missing = dir.path().join("no-such-gateway.toml");
+    let out = reset_totp(&missing, DEMO_EMAIL, Some(&data));
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(text(&out.stderr).contains("no-such-gateway.toml"), "the message names the file: {}", describe(&out));
+    assert!(text(&out.stdout).trim().is_empty(), "{}", describe(&out));
+
+    // The same config and data dir with a known email: fine (Demo has no app), so it was the
+    // email and the path that were refused.
+    let out = reset_totp(&config, DEMO_EMAIL, Some(&data));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(text(&out.stdout).contains("nothing changed"), "{}", describe(&out));
+}
+
+/// Waits until nothing in this process holds the embedded store in `data` (an in-process
+/// gateway's runtimes are torn down without waiting, so its store may outlive `stop` a moment).
+fn wait_until_released(data: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = EmbeddedStore::open(data) {
+        assert!(Instant::now() < deadline, "the stopped gateway still holds its store: {e}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The embedded store after the gateway stopped: `--data-dir` names its store, the app is
+/// removed there, and when the gateway starts again the person's session has lost its TOTP
+/// elevation, the password confirms it's them and the audit log has the operator's event.
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_totp_on_the_embedded_store_of_a_stopped_gateway() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Setup::default().data_dir(data.path()).start();
+    let config = reset_totp_config(dir.path(), &gw.users_file, "");
+    let cookie = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
+    let app = enroll_totp(&gw, &cookie).await;
+    let cookie = elevate(&gw, &cookie, &app).await;
+    assert_eq!(admin(&gw, &cookie).await, (200, None));
+    tokio::task::block_in_place(|| wait_until_released(&gw.stop()));
+
+    let out = tokio::task::block_in_place(|| reset_totp(&config, DEMO_EMAIL, Some(data.path())));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(text(&out.stdout).contains("removed"), "{}", describe(&out));
+
+    let gw = Setup::default().data_dir(data.path()).start();
+    assert!(!totp_enabled(&gw, &cookie).await, "the app is gone after the restart");
+    assert_eq!(admin(&gw, &cookie).await, (401, Some("elevation_required".into())));
+    let cookie = elevate_by_password(&gw, &cookie, PASSWORD).await;
+    let events = audit_events(&gw, &cookie).await;
+    assert_eq!(events.get(1).map(|e| &e["type"]), Some(&serde_json::json!("totp_disabled")), "{events:#?}");
+    assert_operator_reset_event(&events[1]);
+    tokio::task::block_in_place(|| wait_until_released(&gw.stop()));
+
+    let again = tokio::task::block_in_place(|| reset_totp(&config, DEMO_EMAIL, Some(data.path())));
+    assert!(again.status.success(), "{}", describe(&again));
+    assert!(text(&again.stdout).contains("nothing changed"), "{}", describe(&again));
+}
+
+/// While a gateway holds the embedded store, `reset-totp` cannot open it: it fails, says to
+/// stop the gateway first, and nothing changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_totp_refuses_an_embedded_store_a_running_gateway_holds() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Setup::default().data_dir(data.path()).start();
+    let config = reset_totp_config(dir.path(), &gw.users_file, "");
+    let cookie = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
+    let app = enroll_totp(&gw, &cookie).await;
+    let cookie = elevate(&gw, &cookie, &app).await;
+
+    let out = tokio::task::block_in_place(|| reset_totp(&config, DEMO_EMAIL, Some(data.path())));
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(text(&out.stderr).contains("stop the gateway first"), "{}", describe(&out));
+    assert!(totp_enabled(&gw, &cookie).await, "the app is still there");
+    assert_eq!(admin(&gw, &cookie).await, (200, None), "and the elevation too");
 }
