@@ -155,6 +155,16 @@ pub async fn disable(state: &AppState, user_id: &str) -> Result<bool, GatewayErr
 /// phone). Their sessions elevated with it lose that elevation; the audit log records it.
 /// With the embedded store the gateway must be stopped first (one process owns the file).
 pub fn operator_reset(config: crate::config::Config, email: &str) -> anyhow::Result<bool> {
+    // Check what can be checked before opening (and so creating) anything.
+    let people =
+        crate::auth::UserDirectory::load(&config.users.file).map_err(|e| anyhow::anyhow!("users file: {e}"))?;
+    if people.by_email(email).is_none() {
+        anyhow::bail!("no one with email {email:?} in the users file");
+    }
+    let store_file = config.store.path.join(crate::session::embedded::FILE_NAME);
+    if config.store.kind == crate::config::StoreKind::Embedded && !store_file.exists() {
+        anyhow::bail!("no gateway data at {} (check --data-dir or [store] path)", store_file.display());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // Routes to the built-in demo app need an address; nothing is served here.
     let unused = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
@@ -162,7 +172,10 @@ pub fn operator_reset(config: crate::config::Config, email: &str) -> anyhow::Res
         .map_err(|e| anyhow::anyhow!("{e} (with the embedded store, stop the gateway first)"))?;
     let user = state.users.current().by_email(email).ok_or_else(|| anyhow::anyhow!("no one with email {email:?}"))?;
     runtime.block_on(async {
-        let removed = disable(&state, &user.id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let removed = disable(&state, &user.id).await.map_err(|e| match e {
+            GatewayError::StoreUnavailable => anyhow::anyhow!("the store cannot be reached; nothing was changed"),
+            other => anyhow::anyhow!("{other}"),
+        })?;
         if removed {
             let actor = super::audit_log::Actor { device: Some("operator (reset-totp)".into()), ..Default::default() };
             super::audit_log::record(&state, &user.id, actor, crate::audit::AuditEvent::TotpDisabled).await;

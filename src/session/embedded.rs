@@ -19,7 +19,7 @@ use crate::clock::Millis;
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
 const USER_SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("user_sessions");
 const RECORD_VERSION: u8 = 1;
-const FILE_NAME: &str = "sessions.redb";
+pub const FILE_NAME: &str = "sessions.redb";
 
 /// redb-backed [`SessionStore`].
 #[derive(Clone)]

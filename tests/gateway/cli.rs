@@ -560,8 +560,16 @@ fn reset_totp_refuses_an_unknown_email_and_a_missing_config() {
     assert!(text(&out.stderr).contains("no-such-gateway.toml"), "the message names the file: {}", describe(&out));
     assert!(text(&out.stdout).trim().is_empty(), "{}", describe(&out));
 
-    // The same config and data dir with a known email: fine (Demo has no app), so it was the
-    // email and the path that were refused.
+    // A data dir with no gateway data (a typo) is refused and left untouched, not mistaken for
+    // "nothing to do".
+    let out = reset_totp(&config, DEMO_EMAIL, Some(&data));
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(text(&out.stderr).contains("no gateway data"), "{}", describe(&out));
+    assert!(!data.exists(), "nothing was created at the mistyped path");
+
+    // With a real store and a known email: fine (Demo has no app), so it was the email, the
+    // path and the data dir that were refused.
+    dalea_gateway::session::embedded::EmbeddedStore::open(&data).expect("a store");
     let out = reset_totp(&config, DEMO_EMAIL, Some(&data));
     assert!(out.status.success(), "{}", describe(&out));
     assert!(text(&out.stdout).contains("nothing changed"), "{}", describe(&out));
