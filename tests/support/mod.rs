@@ -34,9 +34,27 @@ pub const HASH: &str =
 pub const CHROME_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 pub const FIREFOX_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0";
 
+/// A loopback address free now and never handed out before in this test process, from a range
+/// of its own: below the kernel's ephemeral ports (which the tests' upstreams get from port 0)
+/// and above the test Redis servers' ports, so a gateway that has not bound its port yet never
+/// loses it to another listener.
 pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    const RANGE: std::ops::Range<u16> = 31_000..32_700;
+    // A random start per process, then each port once, in order.
+    static START: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = *START.get_or_init(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        std::process::id() ^ nanos
+    });
+    for _ in 0..RANGE.len() {
+        let n = start.wrapping_add(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let port = RANGE.start + (n % u32::from(RANGE.end - RANGE.start)) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().expect("addr");
+        }
+    }
+    panic!("no free loopback port left in {RANGE:?}");
 }
 
 /// Shuts the server down when the test says so.

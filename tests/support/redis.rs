@@ -42,9 +42,15 @@ fn free_port() -> u16 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let port = 20_000 + (x % 20_000) as u16;
+        // Below the kernel's ephemeral range (32768+ here), bus port included: ports the
+        // tests' other listeners get from port 0 never collide with a Redis about to start.
+        let port = 10_000 + (x % 11_000) as u16;
         let ok = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if ok(port) && ok(port + 10_000) {
+        // Never the same port twice in one test process (a server may not have bound it yet).
+        static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed_out.contains(&port) && ok(port) && ok(port + 10_000) {
+            handed_out.push(port);
             return port;
         }
     }
