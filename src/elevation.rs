@@ -21,6 +21,12 @@ pub fn passes(session: &Session, now: Millis, max_age: Millis) -> bool {
         || session.reauthenticated_at.is_some_and(|at| within(at, now, max_age))
 }
 
+/// Whether the session may change or remove a second factor at `now`: only an elevation *with
+/// a second factor* counts (a password proof never does once a second factor exists).
+pub fn passes_with_second_factor(session: &Session, now: Millis, max_age: Millis) -> bool {
+    session.elevation.is_some_and(|e| within(e.at, now, max_age))
+}
+
 /// Whether the session may create a credential at `now`: a sign-in or a re-authentication
 /// within `max_age`.
 pub fn recently_authenticated(session: &Session, now: Millis, max_age: Millis) -> bool {
@@ -69,6 +75,7 @@ mod tests {
         let (mut s, _) = session_at("u", 0, 90 * 86_400_000);
         s.reauthenticated_at = Some(MIN);
         assert!(passes(&s, 11 * MIN, MAX_AGE));
+        assert!(!passes_with_second_factor(&s, 2 * MIN, MAX_AGE), "never enough to change a second factor");
         assert!(!passes(&s, 11 * MIN + 1, MAX_AGE));
         assert_eq!(auth_strength(&s), "basic");
     }

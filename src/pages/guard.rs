@@ -68,31 +68,31 @@ fn challenge(state: &AppState) -> GatewayError {
 
 /// A sensitive action: the session must have re-authenticated within `elevation.max_age`.
 pub fn elevated(state: &AppState, identity: &Identity) -> Result<(), GatewayError> {
-    let max_age = millis(state.config.elevation.max_age);
-    if elevation::passes(&identity.session.session, state.sessions.now(), max_age) {
-        Ok(())
-    } else {
-        Err(challenge(state))
-    }
+    check(state, identity, elevation::passes)
 }
 
 /// Changing or removing a second factor: an elevation *with a second factor* within
 /// `elevation.max_age` (a password proof never suffices once a second factor exists).
 pub fn elevated_by_second_factor(state: &AppState, identity: &Identity) -> Result<(), GatewayError> {
+    check(state, identity, elevation::passes_with_second_factor)
+}
+
+/// Applies one of `crate::elevation`'s rules to the caller's session now; the step-up
+/// challenge when it does not pass.
+fn check(
+    state: &AppState,
+    identity: &Identity,
+    rule: fn(&crate::session::Session, crate::clock::Millis, crate::clock::Millis) -> bool,
+) -> Result<(), GatewayError> {
     let max_age = millis(state.config.elevation.max_age);
-    let now = state.sessions.now();
-    match identity.session.session.elevation {
-        Some(e) if now.saturating_sub(e.at) <= max_age => Ok(()),
-        _ => Err(challenge(state)),
+    if rule(&identity.session.session, state.sessions.now(), max_age) {
+        Ok(())
+    } else {
+        Err(challenge(state))
     }
 }
 
 /// Creating a credential: a sign-in or a re-authentication within `elevation.max_age`.
 pub fn recently_authenticated(state: &AppState, identity: &Identity) -> Result<(), GatewayError> {
-    let max_age = millis(state.config.elevation.max_age);
-    if elevation::recently_authenticated(&identity.session.session, state.sessions.now(), max_age) {
-        Ok(())
-    } else {
-        Err(challenge(state))
-    }
+    check(state, identity, elevation::recently_authenticated)
 }

@@ -585,18 +585,25 @@ fn wait_until_released(data: &Path) {
     }
 }
 
+/// An embedded-store gateway on `data` whose demo person set up TOTP and elevated with it, and
+/// a `reset-totp` config (written into `dir`) for the same users file. Returns the gateway,
+/// the config and the elevated session's cookie.
+async fn elevated_with_totp_on(data: &Path, dir: &Path) -> (TestGateway, PathBuf, String) {
+    let gw = Setup::default().data_dir(data).start();
+    let config = reset_totp_config(dir, &gw.users_file, "");
+    let cookie = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
+    let app = enroll_totp(&gw, &cookie).await;
+    let cookie = elevate(&gw, &cookie, &app).await;
+    (gw, config, cookie)
+}
+
 /// The embedded store after the gateway stopped: `--data-dir` names its store, the app is
 /// removed there, and when the gateway starts again the person's session has lost its TOTP
 /// elevation, the password confirms it's them and the audit log has the operator's event.
 #[tokio::test(flavor = "multi_thread")]
 async fn reset_totp_on_the_embedded_store_of_a_stopped_gateway() {
-    let data = tempfile::tempdir().expect("tempdir");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gw = Setup::default().data_dir(data.path()).start();
-    let config = reset_totp_config(dir.path(), &gw.users_file, "");
-    let cookie = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
-    let app = enroll_totp(&gw, &cookie).await;
-    let cookie = elevate(&gw, &cookie, &app).await;
+    let (data, dir) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let (gw, config, cookie) = elevated_with_totp_on(data.path(), dir.path()).await;
     assert_eq!(admin(&gw, &cookie).await, (200, None));
     tokio::task::block_in_place(|| wait_until_released(&gw.stop()));
 
@@ -622,13 +629,8 @@ async fn reset_totp_on_the_embedded_store_of_a_stopped_gateway() {
 /// stop the gateway first, and nothing changes.
 #[tokio::test(flavor = "multi_thread")]
 async fn reset_totp_refuses_an_embedded_store_a_running_gateway_holds() {
-    let data = tempfile::tempdir().expect("tempdir");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gw = Setup::default().data_dir(data.path()).start();
-    let config = reset_totp_config(dir.path(), &gw.users_file, "");
-    let cookie = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
-    let app = enroll_totp(&gw, &cookie).await;
-    let cookie = elevate(&gw, &cookie, &app).await;
+    let (data, dir) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let (gw, config, cookie) = elevated_with_totp_on(data.path(), dir.path()).await;
 
     let out = tokio::task::block_in_place(|| reset_totp(&config, DEMO_EMAIL, Some(data.path())));
     assert!(!out.status.success(), "{}", describe(&out));
