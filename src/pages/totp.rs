@@ -18,14 +18,12 @@ use crate::state::AppState;
 /// The issuer authenticator apps show next to the account: the site's host name when it is
 /// a plain one, else the product name.
 fn issuer(session: &Session) -> String {
-    let host = session.req_header().headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    let name =
-        host.trim().rsplit_once(':').filter(|(h, port)| !h.contains(']') || port.is_empty()).map_or(host, |(h, _)| h);
-    let plain = !name.is_empty()
-        && name.len() <= 100
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let host = crate::proxy::routes::request_host(session.req_header()).unwrap_or_default();
+    let plain = !host.is_empty()
+        && host.len() <= 100
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
     if plain {
-        name.to_string()
+        host
     } else {
         "Dalea Gateway".to_string()
     }
