@@ -255,7 +255,7 @@ mod tests {
     use ::redis::Commands;
 
     use super::super::redis_server::{RedisCluster, RedisServer};
-    use super::super::tests::{config, subscribe};
+    use super::super::tests::{await_notice, config, subscribe};
     use super::*;
     use crate::api_keys::contract::{api_key, keys_and_sessions_are_independent, run_all, NOW};
     use crate::clock::ManualClock;
@@ -301,8 +301,9 @@ mod tests {
         assert!(listed.iter().all(|k| k.last_used_at == Some(NOW + 5)));
         let rx = subscribe(format!("redis://127.0.0.1:{}/", cluster.ports[2]), store.revocation_channel());
         assert!(store.remove_key("zoe", &keys[0].id).await.expect("remove").is_some());
-        let payload = rx.recv_timeout(Duration::from_secs(5)).expect("notice");
-        assert_eq!(payload, format!("k:{}", hex(&keys[0].key_hash)).into_bytes());
+        let expected = format!("k:{}", hex(&keys[0].key_hash)).into_bytes();
+        let payload = await_notice(&rx, &expected);
+        assert_eq!(payload, expected);
         assert_eq!(store.keys_for_user("zoe").await.expect("list").len(), 19);
     }
 
