@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Dalea Gateway needs on Debian/Ubuntu when it is missing:
 # cmake (pingora's zlib-ng build), and with `--test` also Chromium and Node.js for the browser
-# test and Redis (server, cli, sentinel) for the Redis store tests. Safe to run again; does nothing when everything is there.
+# test, Redis (server, cli, sentinel) for the Redis store tests and `promtool` (Debian package
+# `prometheus`) for the metrics check. Safe to run again; does nothing when everything is there.
 set -euo pipefail
 
 want_test=false
@@ -17,6 +18,7 @@ if $want_test; then
   command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
   command -v node >/dev/null 2>&1 || missing+=(nodejs)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 fi
 
 if ((${#missing[@]} == 0)); then

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod elevation;
 pub mod error;
+pub mod metrics;
 pub mod pages;
 pub mod proxy;
 pub mod secrets;

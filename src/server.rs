@@ -91,6 +91,8 @@ pub fn build_with_store(config: Config, clock: Arc<dyn Clock>, stores: Stores) -
                 channel: format!("{}:revocations", redis.key_prefix),
                 timeout: redis.timeout,
                 ca: crate::session::redis::read_ca(redis)?,
+                notices: state.notices.clone().unwrap_or_default(),
+                metrics: state.metrics.clone(),
             },
         ));
     }
@@ -139,16 +141,23 @@ pub fn final_flush(state: &AppState) {
     }
 }
 
-/// The admin listener: `/healthz` (the process answers) and `/readyz` (the store answers).
+/// The admin listener: `/healthz` (the process answers), `/readyz` (the store answers and the
+/// proxy listener accepts connections) and `/metrics` (Prometheus).
 struct AdminApp {
     state: Arc<AppState>,
 }
 
+/// How long `/readyz` waits for each of its checks.
+const READY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn text(status: u16, body: &str) -> Response<Vec<u8>> {
-    let body = body.as_bytes().to_vec();
+    respond(status, "text/plain; charset=utf-8", body.as_bytes().to_vec())
+}
+
+fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     Response::builder()
         .status(status)
-        .header("content-type", "text/plain; charset=utf-8")
+        .header("content-type", content_type)
         .header("content-length", body.len())
         .header("cache-control", "no-store")
         .body(body)
@@ -160,17 +169,52 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         match session.req_header().uri.path() {
             "/healthz" => text(200, "ok\n"),
-            "/readyz" => {
-                // A lookup of a random token exercises the store end to end.
-                match self.state.sessions.store.get(&Token::generate().hash()).await {
-                    Ok(_) => text(200, "ready\n"),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "readiness check failed");
-                        text(503, "session store unavailable\n")
-                    }
-                }
+            "/readyz" => self.readiness().await,
+            "/metrics" => {
+                let body = self.state.render_metrics().into_bytes();
+                respond(200, "text/plain; version=0.0.4; charset=utf-8", body)
             }
             _ => text(404, "not found\n"),
         }
     }
+}
+
+impl AdminApp {
+    /// Ready when a lookup of a random token goes through the store end to end and the proxy
+    /// listener accepts a connection. The body names each check, so a 503 says which failed.
+    async fn readiness(&self) -> Response<Vec<u8>> {
+        let store = match tokio::time::timeout(READY_CHECK_TIMEOUT, self.state.sessions.store.get(&Token::generate().hash())).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_string()),
+        };
+        let listen = loopback_for(self.state.config.server.listen);
+        let listener = match tokio::time::timeout(READY_CHECK_TIMEOUT, tokio::net::TcpStream::connect(listen)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_string()),
+        };
+        let line = |name: &str, r: &Result<(), String>| match r {
+            Ok(()) => format!("{name}: ok\n"),
+            Err(e) => format!("{name}: unavailable ({e})\n"),
+        };
+        let body = line("store", &store) + &line("proxy listener", &listener);
+        if store.is_ok() && listener.is_ok() {
+            text(200, &format!("ready\n{body}"))
+        } else {
+            tracing::warn!(store = ?store.err(), listener = ?listener.err(), "readiness check failed");
+            text(503, &format!("not ready\n{body}"))
+        }
+    }
+}
+
+/// Where to reach a listener bound to `addr` from this host (a wildcard address → loopback).
+fn loopback_for(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    std::net::SocketAddr::new(ip, addr.port())
 }

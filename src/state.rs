@@ -9,11 +9,12 @@ use crate::api_keys::keyring::{ApiKeys, KeyCache};
 use crate::api_keys::ApiKeyStore;
 use crate::auth::password::PasswordVerifierPool;
 use crate::auth::reload::Users;
-use crate::auth::throttle::{AttemptLimiter, SignInThrottle};
+use crate::auth::throttle::{AttemptLimiter, CountedRejections, SignInThrottle};
 use crate::auth::UserDirectory;
 use crate::client_info::ClientInfoResolver;
 use crate::clock::{millis, Clock, Millis};
 use crate::config::{Config, KeySource, StoreKind};
+use crate::metrics::{MeteredStore, Metrics, Snapshot};
 use crate::pages::templates::Templates;
 use crate::proxy::routes::RouteTable;
 use crate::secrets::SecretKey;
@@ -23,6 +24,7 @@ use crate::session::cookie::CookieJar;
 use crate::session::embedded::EmbeddedStore;
 use crate::session::manager::SessionManager;
 use crate::session::redis::RedisStore;
+use crate::session::revocation::NoticeLog;
 use crate::session::store::SessionStore;
 
 /// The store the config asks for, seen through its two traits.
@@ -32,6 +34,8 @@ pub struct Stores {
     /// TOTP credentials, changed passwords, the audit log.
     pub accounts: Arc<dyn AccountStore>,
     pub api_keys: Arc<dyn ApiKeyStore>,
+    /// Notices published through a shared store (`None` for the embedded store).
+    pub notices: Option<Arc<NoticeLog>>,
 }
 
 /// The store the config asks for.
@@ -39,13 +43,14 @@ pub fn open_store(config: &Config) -> anyhow::Result<Stores> {
     Ok(match config.store.kind {
         StoreKind::Embedded => {
             let store = Arc::new(EmbeddedStore::open(&config.store.path)?);
-            Stores { sessions: store.clone(), accounts: store.clone(), api_keys: store }
+            Stores { sessions: store.clone(), accounts: store.clone(), api_keys: store, notices: None }
         }
         StoreKind::Redis => {
             let redis =
                 config.store.redis.clone().ok_or_else(|| anyhow::anyhow!("store.url: Redis settings missing"))?;
             let store = Arc::new(RedisStore::new(redis, config.session.idle_timeout)?);
-            Stores { sessions: store.clone(), accounts: store.clone(), api_keys: store }
+            let notices = Some(store.notices.clone());
+            Stores { sessions: store.clone(), accounts: store.clone(), api_keys: store, notices }
         }
     })
 }
@@ -102,6 +107,9 @@ pub struct AppState {
     pub cookies: CookieJar,
     pub routes: RouteTable,
     pub templates: Templates,
+    pub metrics: Arc<Metrics>,
+    /// Notices this process published through a shared store.
+    pub notices: Option<Arc<NoticeLog>>,
 }
 
 impl AppState {
@@ -128,17 +136,19 @@ impl AppState {
             config.client_info.geoip_database.as_deref(),
         )?;
         let routes = RouteTable::new(&config, whoami).map_err(anyhow::Error::msg)?;
+        let route_names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+        let metrics = Arc::new(Metrics::new(&route_names));
         let api_keys = ApiKeys {
             store: stores.api_keys,
-            cache: Arc::new(KeyCache::new(CACHE_CAPACITY)),
+            cache: Arc::new(KeyCache::new(CACHE_CAPACITY, metrics.key_cache.clone())),
             activity: Arc::new(ActivityBuffer::new(MAX_PENDING_ACTIVITY)),
             clock: clock.clone(),
             cache_ttl: if config.store.redis.is_some() { SHARED_CACHE_TTL } else { Millis::MAX },
             outage_grace: config.store.redis.as_ref().map_or(Millis::MAX, |r| millis(r.outage_grace)),
         };
         let sessions = SessionManager {
-            store: stores.sessions,
-            cache: Arc::new(SessionCache::new(CACHE_CAPACITY)),
+            store: MeteredStore::wrap(stores.sessions, &metrics),
+            cache: Arc::new(SessionCache::with_counters(CACHE_CAPACITY, metrics.session_cache.clone())),
             activity: Arc::new(ActivityBuffer::new(MAX_PENDING_ACTIVITY)),
             clock,
             idle_timeout: millis(config.session.idle_timeout),
@@ -156,6 +166,7 @@ impl AppState {
             Some(redis) => Arc::new(RedisStore::new(redis.clone(), config.session.idle_timeout)?),
             None => Arc::new(SignInThrottle::default()),
         };
+        let throttle = Arc::new(CountedRejections { inner: throttle, metrics: metrics.clone() });
         let cookies = CookieJar::new(&config.session.cookie_name, config.session.cookie_secure);
         Ok(Arc::new(AppState {
             sessions,
@@ -170,6 +181,8 @@ impl AppState {
             routes,
             templates: Templates::new()?,
             config,
+            metrics,
+            notices: stores.notices,
         }))
     }
 }
@@ -181,8 +194,30 @@ impl AppState {
             Lane {
                 buffer: self.sessions.activity.clone(),
                 sink: Arc::new(SessionActivity(self.sessions.store.clone())),
+                metrics: self.metrics.clone(),
+                clock: self.sessions.clock.clone(),
             },
-            Lane { buffer: self.api_keys.activity.clone(), sink: Arc::new(KeyUse(self.api_keys.store.clone())) },
+            Lane {
+                buffer: self.api_keys.activity.clone(),
+                sink: Arc::new(KeyUse(self.api_keys.store.clone())),
+                metrics: self.metrics.clone(),
+                clock: self.sessions.clock.clone(),
+            },
         ]
+    }
+
+    /// `/metrics`: the scrape-time values read from where they are kept, then everything.
+    pub fn render_metrics(&self) -> String {
+        let now = self.sessions.now();
+        let window = millis(crate::metrics::ACTIVE_WINDOW);
+        let snap = Snapshot {
+            session_cache_entries: self.sessions.cache.len(),
+            key_cache_entries: self.api_keys.cache.len(),
+            pending: [self.sessions.activity.len(), self.api_keys.activity.len()],
+            sessions_active: self.sessions.cache.count(|c| now - c.last_active() <= window),
+            notices_sent: self.notices.as_ref().map_or(0, |n| n.sent()),
+            subscribed: self.config.store.redis.as_ref().map(|_| self.sessions.cache.is_trusted()),
+        };
+        self.metrics.scrape(&snap)
     }
 }

@@ -9,6 +9,7 @@ use dashmap::DashMap;
 
 use super::{ApiKey, ApiKeyStore, KeySecret};
 use crate::clock::{Clock, Millis};
+use crate::metrics::CacheCounters;
 use crate::session::activity::ActivityBuffer;
 use crate::session::store::StoreError;
 use crate::session::token::random_string;
@@ -23,11 +24,20 @@ pub const MAX_KEYS_PER_PERSON: usize = 100;
 pub struct KeyCache {
     map: DashMap<TokenHash, (Arc<ApiKey>, Millis)>,
     capacity: usize,
+    pub counters: CacheCounters,
 }
 
 impl KeyCache {
-    pub fn new(capacity: usize) -> Self {
-        KeyCache { map: DashMap::new(), capacity: capacity.max(8) }
+    pub fn new(capacity: usize, counters: CacheCounters) -> Self {
+        KeyCache { map: DashMap::new(), capacity: capacity.max(8), counters }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 
     fn get(&self, hash: &TokenHash) -> Option<(Arc<ApiKey>, Millis)> {
@@ -38,7 +48,9 @@ impl KeyCache {
         if self.map.len() >= self.capacity {
             let drop: Vec<TokenHash> = self.map.iter().take(self.capacity / 8).map(|e| *e.key()).collect();
             for h in drop {
-                self.map.remove(&h);
+                if self.map.remove(&h).is_some() {
+                    self.counters.evictions.inc();
+                }
             }
         }
         let key = Arc::new(key);
@@ -84,18 +96,24 @@ impl ApiKeys {
         let hash = secret.hash();
         let cached = self.cache.get(&hash);
         let key = match cached {
-            Some((key, loaded)) if trusted && now - loaded < self.cache_ttl => key,
-            _ => match self.store.key_by_hash(&hash).await {
-                Ok(Some(key)) => self.cache.insert(key, now),
-                Ok(None) => {
-                    self.cache.remove(&hash);
-                    return Ok(KeyLookup::Unknown);
+            Some((key, loaded)) if trusted && now - loaded < self.cache_ttl => {
+                self.cache.counters.hits.inc();
+                key
+            }
+            _ => {
+                self.cache.counters.misses.inc();
+                match self.store.key_by_hash(&hash).await {
+                    Ok(Some(key)) => self.cache.insert(key, now),
+                    Ok(None) => {
+                        self.cache.remove(&hash);
+                        return Ok(KeyLookup::Unknown);
+                    }
+                    Err(e) => match cached {
+                        Some((key, loaded)) if now - loaded <= self.outage_grace => key,
+                        _ => return Err(e),
+                    },
                 }
-                Err(e) => match cached {
-                    Some((key, loaded)) if now - loaded <= self.outage_grace => key,
-                    _ => return Err(e),
-                },
-            },
+            }
         };
         Ok(if key.is_expired(now) { KeyLookup::Expired } else { KeyLookup::Found(key) })
     }

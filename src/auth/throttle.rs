@@ -65,6 +65,34 @@ pub trait AttemptLimiter: Send + Sync {
     /// The attempt succeeded: the account starts afresh and the network gets its attempt back.
     async fn succeeded(&self, rule: &Rule, account: &str, ip: Option<IpAddr>);
 }
+/// An [`AttemptLimiter`] whose refusals are counted (`dalea_rate_limit_rejections_total`).
+pub struct CountedRejections {
+    pub inner: std::sync::Arc<dyn AttemptLimiter>,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+}
+
+#[async_trait]
+impl AttemptLimiter for CountedRejections {
+    async fn reserve(
+        &self,
+        rule: &Rule,
+        account: &str,
+        known: bool,
+        ip: Option<IpAddr>,
+        now: Millis,
+    ) -> Result<Result<(), Duration>, StoreError> {
+        let verdict = self.inner.reserve(rule, account, known, ip, now).await;
+        if matches!(verdict, Ok(Err(_))) {
+            self.metrics.auth.rate_limited(rule.kind);
+        }
+        verdict
+    }
+
+    async fn succeeded(&self, rule: &Rule, account: &str, ip: Option<IpAddr>) {
+        self.inner.succeeded(rule, account, ip).await
+    }
+}
+
 /// Bound on the unknown-email and network tables.
 const MAX_KEYS: usize = 100_000;
 

@@ -111,12 +111,13 @@ async fn prove(
         _ => return Err(GatewayError::BadRequest("method must be \"totp\" or \"password\".".into())),
     };
     if let Err(e) = &outcome {
-        let reason = match e {
-            GatewayError::TooManyCodes(_) | GatewayError::TooManyAttempts(_) => "throttled",
-            GatewayError::BadCode => "wrong or reused code",
-            GatewayError::BadCredentials => "wrong password",
+        let (reason, counted) = match e {
+            GatewayError::TooManyCodes(_) | GatewayError::TooManyAttempts(_) => ("throttled", "throttled"),
+            GatewayError::BadCode => ("wrong or reused code", "failure"),
+            GatewayError::BadCredentials => ("wrong password", "failure"),
             _ => return outcome,
         };
+        state.metrics.auth.elevation(method, counted);
         let actor = Actor::session(state, &identity.session.session, ctx.client_ip);
         let event = AuditEvent::ElevationFailed { method: method.to_string(), reason: reason.into() };
         audit_log::record(state, &user.id, actor, event).await;
@@ -140,6 +141,7 @@ async fn elevate(
         Proof::Password => "password",
     };
     tracing::info!(user.id = %identity.user.id, session.id = %s.id, method, "session elevated; token rotated");
+    state.metrics.auth.elevation(method, "success");
     let actor = Actor::session(state, &s, ctx.client_ip);
     audit_log::record(state, &identity.user.id, actor, AuditEvent::Elevation { method: method.into() }).await;
     let cookie = set_cookie_for(state, &s, &token);

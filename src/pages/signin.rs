@@ -54,6 +54,30 @@ pub async fn page(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
     Ok(render_form(state, session, 200, &rd, "", None))
 }
 
+/// Checks the credentials and starts a session (the form and JSON sign-in share this); every
+/// attempt is counted in `dalea_signins_total` by its outcome.
+async fn sign_in_with_password(
+    state: &AppState,
+    session: &Session,
+    ctx: &RequestCtx,
+    email: &str,
+    password: &str,
+    remember_me: bool,
+) -> Result<(GwSession, String), GatewayError> {
+    let result = match check_credentials(state, session, ctx, email, password).await {
+        Ok(user) => start_session(state, session, ctx, &user, remember_me).await,
+        Err(e) => Err(e),
+    };
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(GatewayError::BadCredentials) => "failure",
+        Err(GatewayError::TooManyAttempts(_)) => "throttled",
+        Err(_) => "error",
+    };
+    state.metrics.auth.signin("password", outcome);
+    result
+}
+
 /// Checks email + password. Unknown email and wrong password look exactly the same; too many
 /// failures for the account or the client's network are refused before any password check.
 async fn check_credentials(
@@ -183,15 +207,14 @@ pub async fn form(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
     }
 
     let password = fields.get("password").cloned().unwrap_or_default();
-    let user = match check_credentials(state, session, ctx, &email, &password).await {
-        Ok(user) => user,
+    let remember_me = fields.get("remember_me").is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1"));
+    let cookie = match sign_in_with_password(state, session, ctx, &email, &password, remember_me).await {
+        Ok((_, cookie)) => cookie,
         Err(err) => {
             let page = render_form(state, session, err.status(), &rd, &email, Some(&err.to_string()));
             return Ok(err.headers().into_iter().fold(page, |r, (k, v)| r.header(k, v)));
         }
     };
-    let remember_me = fields.get("remember_me").is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1"));
-    let (_, cookie) = start_session(state, session, ctx, &user, remember_me).await?;
     Ok(Reply::see_other(&rd).header("set-cookie", cookie).header("set-cookie", state.cookies.clear_csrf()))
 }
 
@@ -210,8 +233,7 @@ pub async fn json(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
     csrf::check_origin(session.req_header(), trusted_forwarded_host(session, ctx))?;
     body::require_content_type(session, body::JSON)?;
     let req: JsonSignin = body::json(&body::read(session, state.config.server.max_form_bytes).await?)?;
-    let user = check_credentials(state, session, ctx, &req.email, &req.password).await?;
-    let (s, cookie) = start_session(state, session, ctx, &user, req.remember_me).await?;
+    let (s, cookie) = sign_in_with_password(state, session, ctx, &req.email, &req.password, req.remember_me).await?;
     let view = SessionView::new(state, &s, s.last_active_at, s.last_ip, true);
     let body = serde_json::to_vec(&serde_json::json!({ "session": view })).map_err(|_| GatewayError::Internal)?;
     Ok(Reply::json(200, body).header("set-cookie", cookie))

@@ -14,6 +14,7 @@ use crate::clock::millis;
 use crate::config::Access;
 use crate::elevation;
 use crate::error::GatewayError;
+use crate::metrics::DecisionKind;
 use crate::session::manager::Lookup;
 use crate::state::AppState;
 
@@ -33,6 +34,19 @@ pub enum Decision {
     ElevationRequired,
     /// Refused with this error (e.g. 503 when the store is down).
     Deny(GatewayError),
+}
+
+impl Decision {
+    /// The `decision` label of `dalea_requests_total`.
+    pub fn kind(&self) -> DecisionKind {
+        match self {
+            Decision::Allow { .. } => DecisionKind::Allowed,
+            Decision::AllowKey(_) => DecisionKind::ApiKey,
+            Decision::SignInRequired { .. } => DecisionKind::SigninRequired,
+            Decision::ElevationRequired => DecisionKind::ElevationRequired,
+            Decision::Deny(_) => DecisionKind::Denied,
+        }
+    }
 }
 
 /// Resolves the session cookie(s) of `req` to an identity, if any, and records the request as

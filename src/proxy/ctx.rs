@@ -2,9 +2,11 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::api_keys::ApiKey;
 use crate::auth::User;
+use crate::metrics::DecisionKind;
 use crate::session::cache::CachedSession;
 
 /// Who a proxied request is from, as the upstream will be told.
@@ -29,8 +31,10 @@ pub struct KeyIdentity {
     pub key: Arc<ApiKey>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RequestCtx {
+    /// When the request arrived.
+    pub started: Instant,
     /// The TCP peer.
     pub peer_ip: Option<IpAddr>,
     /// The client as far as trusted proxies let us see (`None` only for non-IP transports).
@@ -45,4 +49,35 @@ pub struct RequestCtx {
     pub api_key: Option<KeyIdentity>,
     /// The request carried a dead session cookie: clear it on the way back.
     pub clear_cookie: bool,
+    /// The matched route (its config index) and what was decided for it.
+    pub route: Option<usize>,
+    pub decision: Option<DecisionKind>,
+    /// When the upstream was chosen, and the status of its response once the header arrived.
+    pub upstream_started: Option<Instant>,
+    pub upstream_status: Option<u16>,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        RequestCtx {
+            started: Instant::now(),
+            peer_ip: None,
+            client_ip: None,
+            peer_trusted: false,
+            upstream: None,
+            identity: None,
+            api_key: None,
+            clear_cookie: false,
+            route: None,
+            decision: None,
+            upstream_started: None,
+            upstream_status: None,
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
 }

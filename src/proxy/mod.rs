@@ -12,15 +12,21 @@
 //! upstream_peer            the route's upstream (resolved at start-up)
 //! upstream_request_filter  strip client X-Dalea-* and our cookies; add identity + X-Forwarded-*
 //! response_filter          drop an upstream Set-Cookie for our cookie; clear a dead cookie
+//! logging                  upstream metrics; one decision log line per request
 //! ```
+//!
+//! Metrics: the decision per route and the auth-check time are recorded in `request_filter`,
+//! upstream status class and latency in `logging` (see `crate::metrics`).
 
 pub mod authenticate;
 pub mod ctx;
+pub mod decision_log;
 pub mod respond;
 pub mod routes;
 pub mod upstream;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -28,6 +34,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::error::GatewayError;
+use crate::metrics::DecisionKind;
 use crate::pages;
 use crate::state::AppState;
 use authenticate::Decision;
@@ -47,7 +54,7 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx::new()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
@@ -65,6 +72,7 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         let host = routes::request_host(req);
         if host.is_none() && req.version == http::Version::HTTP_11 {
+            self.unrouted(ctx);
             let err = GatewayError::BadRequest("HTTP/1.1 requests need a Host header.".into());
             return self.refuse(session, &err).await;
         }
@@ -74,8 +82,12 @@ impl ProxyHttp for Gateway {
         let path = target.split('?').next().unwrap_or_default();
         let route = match self.state.routes.lookup(host.as_deref(), &req.method, path) {
             Ok(Some(route)) => route,
-            Ok(None) => return self.refuse(session, &GatewayError::NotFound).await,
+            Ok(None) => {
+                self.unrouted(ctx);
+                return self.refuse(session, &GatewayError::NotFound).await;
+            }
             Err(routes::BadPath) => {
+                self.unrouted(ctx);
                 let err = GatewayError::BadRequest(
                     "The path is not allowed: it has '.' or '..' segments, encoded slashes or control characters."
                         .into(),
@@ -84,7 +96,16 @@ impl ProxyHttp for Gateway {
             }
         };
 
-        match authenticate::decide(&self.state, session.req_header(), ctx.client_ip, route).await {
+        let started = Instant::now();
+        let decision = authenticate::decide(&self.state, session.req_header(), ctx.client_ip, route).await;
+        self.state.metrics.auth_check.observe(started.elapsed().as_secs_f64());
+        let kind = decision.kind();
+        if let Some(m) = self.state.metrics.route(route.index) {
+            m.decided(kind);
+        }
+        (ctx.route, ctx.decision) = (Some(route.index), Some(kind));
+
+        match decision {
             Decision::Allow { identity, clear_cookie } => {
                 ctx.identity = identity;
                 ctx.clear_cookie = clear_cookie;
@@ -103,6 +124,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
+        ctx.upstream_started = Some(Instant::now());
         let upstream = ctx
             .upstream
             .and_then(|i| self.state.routes.upstreams.get(i))
@@ -133,11 +155,29 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        ctx.upstream_status = Some(resp.status.as_u16());
+        if let (Some(m), Some(at)) = (ctx.route.and_then(|i| self.state.metrics.route(i)), ctx.upstream_started) {
+            m.upstream_answered(resp.status.as_u16(), at.elapsed());
+        }
         upstream::rewrite_response(resp, ctx, &self.state.cookies)
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&pingora::Error>, ctx: &mut RequestCtx) {
+        let route = ctx.route.and_then(|i| self.state.metrics.route(i));
+        if let (Some(m), Some(_), None) = (route, ctx.upstream_started, ctx.upstream_status) {
+            m.upstream_failed();
+        }
+        decision_log::log(&self.state, session, ctx, error);
     }
 }
 
 impl Gateway {
+    /// A request no route takes (404, 400): counted and logged as refused.
+    fn unrouted(&self, ctx: &mut RequestCtx) {
+        self.state.metrics.unrouted();
+        ctx.decision = Some(DecisionKind::Denied);
+    }
+
     /// A failed proxy attempt, answered like every other gateway error (JSON or a page).
     async fn answer_failure(&self, session: &mut Session, e: &pingora::Error) -> FailToProxy {
         let Some(err) = GatewayError::from_proxy_failure(e) else {

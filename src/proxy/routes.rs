@@ -21,6 +21,8 @@ pub struct Upstream {
 
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// Position in the config (metrics are kept per route in that order).
+    pub index: usize,
     pub name: String,
     host: Option<String>,
     prefix: String,
@@ -64,7 +66,9 @@ impl RouteTable {
         let mut routes: Vec<Route> = config
             .routes
             .iter()
-            .map(|r| Route {
+            .enumerate()
+            .map(|(index, r)| Route {
+                index,
                 name: r.name.clone(),
                 host: r.host.clone(),
                 prefix: route_prefix(&r.path_prefix),

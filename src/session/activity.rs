@@ -16,7 +16,8 @@ use pingora::services::background::BackgroundService;
 use super::store::{Activity, SessionStore, StoreError};
 use super::TokenHash;
 use crate::api_keys::ApiKeyStore;
-use crate::clock::Millis;
+use crate::clock::{Clock, Millis};
+use crate::metrics::Metrics;
 
 /// Pending activity, one entry per session (later requests overwrite earlier ones).
 #[derive(Debug)]
@@ -116,6 +117,8 @@ impl ActivitySink for KeyUse {
 pub struct Lane {
     pub buffer: Arc<ActivityBuffer>,
     pub sink: Arc<dyn ActivitySink>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Lane {
@@ -125,9 +128,20 @@ impl Lane {
         if batch.is_empty() {
             return Ok(0);
         }
+        let metrics = self.metrics.lane(self.sink.what());
         match self.sink.write(&batch).await {
-            Ok(()) => Ok(batch.len()),
+            Ok(()) => {
+                if let Some(m) = metrics {
+                    m.batch_size.observe(batch.len() as f64);
+                    let oldest = batch.iter().map(|a| a.at).min().unwrap_or_default();
+                    m.lag.observe((self.clock.now() - oldest).max(0) as f64 / 1_000.0);
+                }
+                Ok(batch.len())
+            }
             Err(e) => {
+                if let Some(m) = metrics {
+                    m.errors.inc();
+                }
                 self.buffer.restore(batch);
                 Err(e)
             }

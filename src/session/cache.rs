@@ -8,6 +8,7 @@ use dashmap::DashMap;
 
 use super::{PublicId, Session, TokenHash};
 use crate::clock::Millis;
+use crate::metrics::CacheCounters;
 
 /// A cached session plus its freshest activity time (newer than the stored one between flushes).
 #[derive(Debug)]
@@ -45,15 +46,22 @@ pub struct SessionCache {
     /// Bumped before entries are dropped (revoked, signed out, cache cleared). A store read that
     /// began at an older epoch may predate the drop, so its copy is not kept (see `insert_read`).
     epoch: AtomicU64,
+    /// Hits, misses (counted by the session manager) and evictions.
+    pub counters: CacheCounters,
 }
 
 impl SessionCache {
     pub fn new(capacity: usize) -> Self {
+        Self::with_counters(capacity, CacheCounters::default())
+    }
+
+    pub fn with_counters(capacity: usize, counters: CacheCounters) -> Self {
         SessionCache {
             map: DashMap::new(),
             capacity: capacity.max(8),
             trusted: AtomicBool::new(true),
             epoch: AtomicU64::new(0),
+            counters,
         }
     }
 
@@ -108,6 +116,11 @@ impl SessionCache {
         self.map.len()
     }
 
+    /// How many cached sessions `pred` approves (a scan: for metrics, not per request).
+    pub fn count(&self, pred: impl Fn(&CachedSession) -> bool) -> usize {
+        self.map.iter().filter(|e| pred(e.value())).count()
+    }
+
     pub fn is_trusted(&self) -> bool {
         self.trusted.load(Ordering::SeqCst)
     }
@@ -129,7 +142,9 @@ impl SessionCache {
     fn evict_some(&self) {
         let victims: Vec<TokenHash> = self.map.iter().take(self.capacity / 8 + 1).map(|e| *e.key()).collect();
         for v in victims {
-            self.map.remove(&v);
+            if self.map.remove(&v).is_some() {
+                self.counters.evictions.inc();
+            }
         }
     }
 }

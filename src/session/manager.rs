@@ -94,9 +94,11 @@ impl SessionManager {
             if let Some(c) = &cached {
                 let alive = c.session.liveness(c.last_active(), now, self.idle_timeout) == Liveness::Alive;
                 if alive && self.cache.is_trusted() && now - c.loaded_at() < self.cache_ttl {
+                    self.cache.counters.hits.inc();
                     return Ok(Lookup::Found(c.clone()));
                 }
             }
+            self.cache.counters.misses.inc();
             // Read before the store: a revocation handled while the read is in flight must win.
             let epoch = self.cache.epoch();
             let stored = match self.store.get(&hash).await {

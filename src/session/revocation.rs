@@ -4,8 +4,10 @@
 //! on every use), and each time it is (re)established the cache is cleared first, so a notice
 //! missed during a disconnect can never keep a revoked session alive.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -17,6 +19,42 @@ use super::cache::SessionCache;
 use super::redis::{client_for, SentinelResolver};
 use super::TokenHash;
 use crate::api_keys::keyring::KeyCache;
+use crate::metrics::Metrics;
+
+/// Notices this process published, remembered until they come back on its own subscription:
+/// the time between is the fan-out lag every replica sees (same channel, same servers), with
+/// no clock shared between machines needed.
+#[derive(Debug, Default)]
+pub struct NoticeLog {
+    sent: AtomicU64,
+    in_flight: Mutex<HashMap<Vec<u8>, Instant>>,
+}
+
+/// Bound on remembered notices (a subscription that is down would otherwise grow it).
+const MAX_IN_FLIGHT: usize = 1_024;
+
+impl NoticeLog {
+    /// Called just before `payload` is published.
+    pub fn publishing(&self, payload: &[u8]) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if in_flight.len() >= MAX_IN_FLIGHT {
+            in_flight.clear();
+        }
+        in_flight.insert(payload.to_vec(), Instant::now());
+    }
+
+    /// How long ago this process published `payload`, if it did.
+    pub fn arrived(&self, payload: &[u8]) -> Option<Duration> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        in_flight.remove(payload).map(|at| at.elapsed())
+    }
+
+    /// Notices published so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+}
 
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -33,6 +71,9 @@ pub struct RevocationListener {
     pub timeout: Duration,
     /// CA certificates (PEM) for `rediss://` servers, instead of the system roots.
     pub ca: Option<Arc<Vec<u8>>>,
+    /// What this process published (for the fan-out lag).
+    pub notices: Arc<NoticeLog>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// How the listener finds the server to subscribe on.
@@ -107,23 +148,36 @@ impl RevocationListener {
     }
 
     fn on_notice(&self, payload: &[u8]) {
+        let kind = self.apply(payload);
+        self.metrics.revocation.received(kind);
+        if let Some(lag) = self.notices.arrived(payload) {
+            self.metrics.revocation.fanout_lag.observe(lag.as_secs_f64());
+        }
+    }
+
+    /// Drops what the notice names from memory; returns its kind (metrics label).
+    fn apply(&self, payload: &[u8]) -> &'static str {
         // "k:<hash>": an API key was revoked.
         if let Some(hash) = payload.strip_prefix(b"k:").and_then(parse_notice) {
             self.key_cache.remove(&hash);
             self.key_activity.forget(&hash);
-            return;
+            return "api_key_revoked";
         }
         // "~<hash>": the session changed (elevation removed, …): re-read it, keep its activity.
         if let Some(hash) = payload.strip_prefix(b"~").and_then(parse_notice) {
             self.cache.remove(&hash);
-            return;
+            return "changed";
         }
         match parse_notice(payload) {
             Some(hash) => {
                 self.cache.remove(&hash);
                 self.activity.forget(&hash);
+                "revoked"
             }
-            None => tracing::warn!("ignored a malformed revocation notice"),
+            None => {
+                tracing::warn!("ignored a malformed revocation notice");
+                "malformed"
+            }
         }
     }
 }
@@ -137,6 +191,7 @@ impl BackgroundService for RevocationListener {
                 Ok(pubsub) => {
                     self.cache.set_trusted(true);
                     self.key_cache.clear();
+                    self.metrics.revocation.subscribed.set(1);
                     tracing::info!(channel = %self.channel, "revocation notices subscribed; session cache cleared");
                     backoff = RETRY_MIN;
                     let mut notices = pubsub.into_on_message();
@@ -150,6 +205,7 @@ impl BackgroundService for RevocationListener {
                         }
                     }
                     self.cache.set_trusted(false);
+                    self.metrics.revocation.subscribed.set(0);
                     tracing::warn!(
                         "revocation subscription lost; cached sessions are re-checked with the store until it is back"
                     );

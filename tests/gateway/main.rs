@@ -10,6 +10,7 @@ mod cli;
 mod client_info;
 mod elevation;
 mod expiry;
+mod metrics;
 mod outage;
 mod proxying;
 mod rate_limits;

@@ -136,3 +136,22 @@ async fn an_elevation_during_an_outage_answers_503_and_changes_nothing() {
     let cookie = elevate(&gw, &cookie, &app).await;
     assert_eq!(get_json(&gw, "/admin", &cookie).await.status(), 200);
 }
+
+/// `/readyz` tells the load balancer to send traffic elsewhere while the store is down, and
+/// says which check failed; `/healthz` (the process) stays 200 so nothing restarts it.
+#[tokio::test]
+async fn readiness_fails_while_the_store_is_down_and_names_it() {
+    let (gw, down) = gateway();
+    let admin = |path: &str| format!("http://{}{path}", gw.admin);
+    assert_eq!(client().get(admin("/readyz")).send().await.unwrap().status(), 200);
+    down.store(true, Ordering::SeqCst);
+    let resp = client().get(admin("/readyz")).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("store: unavailable") && body.contains("proxy listener: ok"), "{body}");
+    assert_eq!(client().get(admin("/healthz")).send().await.unwrap().status(), 200);
+    let metrics = client().get(admin("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("dalea_store_errors_total{op=\"get\"} 1"), "the failed check is counted:\n{metrics}");
+    down.store(false, Ordering::SeqCst);
+    assert_eq!(client().get(admin("/readyz")).send().await.unwrap().status(), 200);
+}

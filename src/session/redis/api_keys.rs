@@ -219,7 +219,9 @@ impl ApiKeyStore for RedisStore {
             let (fields,): (HashMap<String, Vec<u8>>,) = conn.pipe(&take).await.map_err(unavailable)?;
             // Deleted whatever it held; one that cannot be read counts as no key.
             let removed = decode_key(&fields).ok().flatten().filter(|k| k.user_id == user_id && k.id == id);
-            then.push((channel.clone(), ::redis::cmd("PUBLISH").arg(&channel).arg(notice(&hash)).to_owned()));
+            let notice = notice(&hash);
+            self.notices.publishing(notice.as_bytes());
+            then.push((channel.clone(), ::redis::cmd("PUBLISH").arg(&channel).arg(&notice).to_owned()));
             first_ok(conn.batch(then).await.map_err(unavailable)?)?;
             Ok(removed)
         })

@@ -95,6 +95,8 @@ pub struct RedisStore {
     timeout: Duration,
     idle_timeout: Millis,
     clock: Arc<dyn Clock>,
+    /// Notices published through this store (metrics: sent count, fan-out lag).
+    pub notices: Arc<super::revocation::NoticeLog>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -139,6 +141,7 @@ impl RedisStore {
             timeout,
             idle_timeout: millis(idle_timeout).max(1),
             clock,
+            notices: Arc::default(),
         })
     }
 

@@ -135,7 +135,9 @@ impl SessionStore for RedisStore {
                     .bounded("rotate", async {
                         let conn = self.conn().await?;
                         let n = conn.cmd(::redis::cmd("DEL").arg(&skey)).await.map_err(unavailable)?;
-                        conn.cmd::<()>(::redis::cmd("PUBLISH").arg(&channel).arg(hex(old)))
+                        let notice = hex(old);
+                        self.notices.publishing(notice.as_bytes());
+                        conn.cmd::<()>(::redis::cmd("PUBLISH").arg(&channel).arg(&notice))
                             .await
                             .map_err(unavailable)?;
                         Ok(n)
@@ -172,6 +174,7 @@ impl SessionStore for RedisStore {
             let reply = run_scripts(conn, &REPLACE_RECORD, vec![(skey.clone(), cmd)]).await?;
             let wrote = matches!(reply.into_iter().next(), Some(Ok(Value::Int(1))));
             if wrote {
+                self.notices.publishing(notice.as_bytes());
                 conn.cmd::<()>(::redis::cmd("PUBLISH").arg(&channel).arg(&notice)).await.map_err(unavailable)?;
             }
             Ok(wrote)
@@ -198,6 +201,7 @@ impl SessionStore for RedisStore {
                 let del = evalsha(&INDEX_DEL_IF, &ikey, &[&s.id.as_str(), &notice]);
                 run_scripts(conn, &INDEX_DEL_IF, vec![(ikey, del)]).await.and_then(first_ok)?;
             }
+            self.notices.publishing(notice.as_bytes());
             conn.cmd::<()>(::redis::cmd("PUBLISH").arg(&channel).arg(&notice)).await.map_err(unavailable)?;
             Ok(deleted > 0)
         })
