@@ -49,7 +49,7 @@ pub struct Config {
 pub struct ServerConfig {
     /// Public listener (plain HTTP; TLS terminates in front of the gateway for now).
     pub listen: SocketAddr,
-    /// Admin listener: `/healthz`, `/readyz` (and `/metrics` later).
+    /// Admin listener: `/healthz`, `/readyz`, `/metrics`.
     pub admin_listen: SocketAddr,
     /// How long SIGTERM waits for in-flight requests before the process exits.
     pub shutdown_grace_period: Duration,
