@@ -10,7 +10,8 @@ use super::ctx::RequestCtx;
 use crate::metrics::{DecisionKind, NO_ROUTE};
 use crate::state::AppState;
 
-/// Longest path logged; longer ones are cut (a crafted path cannot flood the log).
+/// Longest path logged; longer ones are cut (a crafted path cannot flood the log). The URI
+/// parser admits only visible ASCII in paths, so a path cannot break a log line either.
 const MAX_PATH: usize = 256;
 
 pub fn log(state: &AppState, session: &Session, ctx: &RequestCtx, error: Option<&pingora::Error>) {
@@ -41,7 +42,7 @@ pub fn log(state: &AppState, session: &Session, ctx: &RequestCtx, error: Option<
                 decision = decision.as_str(),
                 route,
                 method = %req.method,
-                path = ?path,
+                path = %path,
                 status,
                 user.id = user,
                 session.id = session_id,

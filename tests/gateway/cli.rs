@@ -181,6 +181,11 @@ impl Drop for Served {
 impl Served {
     /// `serve` on free ports with the dev config; `data` None = a fresh temp data directory.
     fn start(env: &[(&str, &str)], data: Option<&Path>) -> Served {
+        Self::start_with(env, data, &[], Stdio::null())
+    }
+
+    /// [`Served::start`] with extra arguments and where its log (stderr) goes.
+    fn start_with(env: &[(&str, &str)], data: Option<&Path>, args: &[&str], log: Stdio) -> Served {
         let tmp = data.is_none().then(|| tempfile::tempdir().expect("tempdir"));
         let data = data.map(Path::to_path_buf).unwrap_or_else(|| tmp.as_ref().expect("tmp").path().to_path_buf());
         let addr = free_addr();
@@ -195,10 +200,11 @@ impl Served {
             .arg(admin.to_string())
             .arg("--data-dir")
             .arg(&data)
+            .args(args)
             .env("DALEA__SERVER__SHUTDOWN_GRACE_PERIOD", "2s")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(log);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -637,4 +643,42 @@ async fn reset_totp_refuses_an_embedded_store_a_running_gateway_holds() {
     assert!(text(&out.stderr).contains("stop the gateway first"), "{}", describe(&out));
     assert!(totp_enabled(&gw, &cookie).await, "the app is still there");
     assert_eq!(admin(&gw, &cookie).await, (200, None), "and the elevation too");
+}
+
+/// `--log-json` writes one JSON line per security decision: refusals at the default level,
+/// allowed requests once `dalea::decision=debug` asks for them; never the query string.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_decision_is_one_json_log_line_without_the_query_string() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let log_path = tmp.path().join("gateway.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let env = [("RUST_LOG", "info,dalea::decision=debug")];
+    let mut gw = Served::start_with(&env, None, &["--log-json"], Stdio::from(log));
+    let c = crate::support::client();
+    let denied = c.get(gw.url("/reports?token=s3cret")).header("accept", "text/html").send().await.expect("request");
+    assert_eq!(denied.status(), 303);
+    let allowed = c.get(gw.url("/public/page?q=also-secret")).send().await.expect("request");
+    assert_eq!(allowed.status(), 200);
+    gw.sigterm();
+    assert!(gw.wait_exit(Duration::from_secs(20)).is_some(), "serve exits on SIGTERM");
+
+    let text = std::fs::read_to_string(&log_path).expect("log");
+    assert!(!text.contains("s3cret") && !text.contains("also-secret"), "query strings are never logged:\n{text}");
+    let decisions: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .filter(|v| v["target"] == "dalea::decision")
+        .collect();
+    assert_eq!(decisions.len(), 2, "one line per request:\n{text}");
+    let (refused, passed) = (&decisions[0], &decisions[1]);
+    assert_eq!(refused["level"], "INFO");
+    assert_eq!(refused["fields"]["decision"], "signin_required");
+    assert_eq!(refused["fields"]["route"], "app");
+    assert_eq!(refused["fields"]["path"], "/reports");
+    assert_eq!(refused["fields"]["status"], 303);
+    assert_eq!(refused["fields"]["client.ip"], "127.0.0.1");
+    assert_eq!(passed["level"], "DEBUG");
+    assert_eq!(passed["fields"]["decision"], "allowed");
+    assert_eq!(passed["fields"]["route"], "public");
+    assert_eq!(passed["fields"]["status"], 200);
 }
