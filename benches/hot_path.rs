@@ -1,6 +1,7 @@
 //! Per-request cost of the gateway's hot path, step by step and whole:
 //! cookie parse → token hash → cache hit → liveness → decision, plus client-IP resolution and
-//! the device label the sessions page computes.
+//! the device label the sessions page computes; and the decision with the metrics the proxy
+//! records for it (`decision_with_metrics`).
 //!
 //! Run: `cargo bench --bench hot_path` (numbers are machine-specific; compare runs made side by
 //! side on one machine, never across machines).
@@ -76,6 +77,17 @@ fn hot_path(c: &mut Criterion) {
     c.bench_function("decision_cached_session", |b| {
         b.iter(|| {
             let d = rt.block_on(decide(&state, black_box(&req), None, route));
+            assert!(matches!(d, Decision::Allow { identity: Some(_), .. }));
+        })
+    });
+
+    // What request_filter does per request on top of the decision: time it and count it.
+    c.bench_function("decision_with_metrics", |b| {
+        b.iter(|| {
+            let started = std::time::Instant::now();
+            let d = rt.block_on(decide(&state, black_box(&req), None, route));
+            state.metrics.auth_check.observe(started.elapsed().as_secs_f64());
+            state.metrics.route(route.index).expect("route metrics").decided(d.kind());
             assert!(matches!(d, Decision::Allow { identity: Some(_), .. }));
         })
     });
