@@ -183,17 +183,9 @@ impl AdminApp {
     /// Ready when a lookup of a random token goes through the store end to end and the proxy
     /// listener accepts a connection. The body names each check, so a 503 says which failed.
     async fn readiness(&self) -> Response<Vec<u8>> {
-        let store = match tokio::time::timeout(READY_CHECK_TIMEOUT, self.state.sessions.store.get(&Token::generate().hash())).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("timed out".to_string()),
-        };
+        let store = within_check_timeout(self.state.sessions.store.get(&Token::generate().hash())).await;
         let listen = loopback_for(self.state.config.server.listen);
-        let listener = match tokio::time::timeout(READY_CHECK_TIMEOUT, tokio::net::TcpStream::connect(listen)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("timed out".to_string()),
-        };
+        let listener = within_check_timeout(tokio::net::TcpStream::connect(listen)).await;
         let line = |name: &str, r: &Result<(), String>| match r {
             Ok(()) => format!("{name}: ok\n"),
             Err(e) => format!("{name}: unavailable ({e})\n"),
@@ -205,6 +197,17 @@ impl AdminApp {
             tracing::warn!(store = ?store.err(), listener = ?listener.err(), "readiness check failed");
             text(503, &format!("not ready\n{body}"))
         }
+    }
+}
+
+/// A readiness check's outcome, failed if it takes longer than [`READY_CHECK_TIMEOUT`].
+async fn within_check_timeout<T, E: std::fmt::Display>(
+    check: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(READY_CHECK_TIMEOUT, check).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_string()),
     }
 }
 

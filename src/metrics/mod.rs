@@ -72,7 +72,8 @@ pub const ACTIVE_WINDOW: Duration = Duration::from_secs(300);
 
 /// Latency buckets from 5 µs (a cached session) to 10 s (a store timing out).
 const FAST_BUCKETS: [f64; 19] = [
-    5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0, 2.5, 5.0, 10.0,
+    5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0, 2.5, 5.0,
+    10.0,
 ];
 /// Upstream responses: 1 ms to 30 s.
 const UPSTREAM_BUCKETS: [f64; 14] = [1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -354,7 +355,12 @@ impl Metrics {
         );
 
         let auth = AuthMetrics {
-            signins: counter_vec(&r, "dalea_signins_total", "Sign-in attempts by method and outcome.", &["method", "outcome"]),
+            signins: counter_vec(
+                &r,
+                "dalea_signins_total",
+                "Sign-in attempts by method and outcome.",
+                &["method", "outcome"],
+            ),
             elevations: counter_vec(
                 &r,
                 "dalea_elevations_total",

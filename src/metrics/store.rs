@@ -27,8 +27,17 @@ enum Op {
     RemoveExpired,
 }
 
-const OPS: [&str; 9] =
-    ["insert", "get", "list_for_user", "find_for_user", "rotate", "update", "remove", "record_activity", "remove_expired"];
+const OPS: [&str; 9] = [
+    "insert",
+    "get",
+    "list_for_user",
+    "find_for_user",
+    "rotate",
+    "update",
+    "remove",
+    "record_activity",
+    "remove_expired",
+];
 
 struct OpMetrics {
     calls: IntCounter,

@@ -119,7 +119,9 @@ async fn health_and_readiness_answer_on_the_admin_listener() {
 async fn replicas_count_the_revocation_notices_they_exchange() {
     let redis = RedisServer::start();
     let replica = || {
-        Setup::default().toml(&format!("[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"1s\"", redis.url())).start()
+        Setup::default()
+            .toml(&format!("[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"1s\"", redis.url()))
+            .start()
     };
     let (r1, r2) = (replica(), replica());
     subscribed(&r1, SUBSCRIBE_WITHIN).await;

@@ -362,10 +362,9 @@ fn encode(value: &Value, out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod self_tests {
-    use super::*;
-
     #[test]
     fn control_bytes_follow_the_spec() {
+        use super::*;
         let mut out = Vec::new();
         control(&mut out, UTF8, 3);
         assert_eq!(out, [0x43]);
