@@ -1,5 +1,11 @@
 //! The `dalea-gateway` command: `serve`, `check-config`, `hash-password`. Wiring only.
 
+/// mimalloc instead of the system allocator: a proxied request allocates and frees dozens of
+/// small buffers (headers, futures), and glibc's malloc spent about a fifth of the gateway's
+/// instructions on them (callgrind, see the README's load benchmark section).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -56,7 +56,8 @@ pub fn presented(req: &RequestHeader) -> Presented {
 }
 
 /// Well-formed keys as cookie values or query names or values (percent-decoded, quotes and
-/// spaces trimmed). Cheap for ordinary requests: parsing runs only where `dalea_` appears.
+/// spaces trimmed). Cheap for ordinary requests: parsing runs only where `dalea_` appears, and
+/// for cookies only where it starts a value (the session cookie's own name starts with it).
 fn misplaced(req: &RequestHeader) -> Vec<KeySecret> {
     let clean = |v: &str| KeySecret::parse(v.trim().trim_matches('"').trim());
     let mut out = Vec::new();
@@ -69,12 +70,19 @@ fn misplaced(req: &RequestHeader) -> Vec<KeySecret> {
     }
     for h in req.headers.get_all(http::header::COOKIE) {
         let h = String::from_utf8_lossy(h.as_bytes());
-        if h.contains(PREFIX) {
+        if starts_a_value(&h) {
             out.extend(h.split(';').filter_map(|pair| pair.split_once('=')).filter_map(|(_, v)| clean(v)));
         }
     }
     out.truncate(4);
     out
+}
+
+/// Whether `dalea_` begins some cookie value (after `=`, spaces and a quote) in this header.
+fn starts_a_value(cookie_header: &str) -> bool {
+    cookie_header
+        .match_indices(PREFIX)
+        .any(|(at, _)| cookie_header[..at].trim_end_matches([' ', '\t', '"']).ends_with('='))
 }
 
 #[cfg(test)]
@@ -130,5 +138,13 @@ mod tests {
         }
         // Our own cookie name starts with the prefix too; that is not a key.
         assert_eq!(presented(&req("/?q=dalea_", &[("cookie", "dalea_session=abc")])), Presented::None);
+        let named = format!("dalea_session=abc; dalea_key={}", key.expose());
+        assert_eq!(
+            presented(&req("/", &[("cookie", &named)])),
+            found,
+            "a key under a name that starts with the prefix"
+        );
+        assert!(!starts_a_value("a=1; dalea_session=x; __Host-dalea_session=y"));
+        assert!(starts_a_value("a= \"dalea_x"));
     }
 }

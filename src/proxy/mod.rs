@@ -66,7 +66,9 @@ impl ProxyHttp for Gateway {
         self.resolve_client(session, ctx);
 
         if pages::is_builtin(session.req_header().uri.path()) {
-            return pages::handle(&self.state, session, ctx).await;
+            // Boxed: the pages' state machines are large, and every proxied request's future
+            // would otherwise carry (and move) their size.
+            return Box::pin(pages::handle(&self.state, session, ctx)).await;
         }
 
         let req = session.req_header();

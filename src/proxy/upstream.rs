@@ -12,10 +12,14 @@ use crate::session::cookie::CookieJar;
 /// (`X_Dalea_User` and `X-Dalea-User` both become `HTTP_X_DALEA_USER`), so underscore
 /// spellings are removed too. Forwarding headers spelled with underscores are never legitimate.
 fn is_reserved(name: &str) -> bool {
-    let folded = name.replace('_', "-");
-    folded.starts_with("x-dalea-")
-        || folded == "x-real-ip"
-        || (name.contains('_') && (folded.starts_with("x-forwarded-") || folded == "forwarded"))
+    // `-` and `_` compare equal; names are already lower case.
+    let folded_eq =
+        |a: &[u8], b: &[u8]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y || (*x == b'_' && *y == b'-'));
+    let n = name.as_bytes();
+    let starts = |p: &[u8]| n.len() >= p.len() && folded_eq(&n[..p.len()], p);
+    starts(b"x-dalea-")
+        || folded_eq(n, b"x-real-ip")
+        || (n.contains(&b'_') && (starts(b"x-forwarded-") || folded_eq(n, b"forwarded")))
 }
 
 /// Rewrites the request headers for the upstream.
@@ -43,19 +47,20 @@ pub fn rewrite_request(req: &mut RequestHeader, ctx: &RequestCtx, cookies: &Cook
 
     forwarded_headers(req, ctx)?;
 
+    // Client-sent X-Dalea-* are gone (above), so appending cannot leave a second value.
     if let Some(id) = &ctx.identity {
-        req.insert_header("x-dalea-user", id.user.id.as_str())?;
-        req.insert_header("x-dalea-email", id.user.email.as_str())?;
-        req.insert_header("x-dalea-session", id.session.session.id.as_str())?;
-        req.insert_header("x-dalea-auth-strength", id.auth_strength())?;
-        req.insert_header("x-dalea-auth-method", id.session.session.sign_in_method.as_string())?;
+        req.append_header("x-dalea-user", id.user.id.as_str())?;
+        req.append_header("x-dalea-email", id.user.email.as_str())?;
+        req.append_header("x-dalea-session", id.session.session.id.as_str())?;
+        req.append_header("x-dalea-auth-strength", id.auth_strength())?;
+        req.append_header("x-dalea-auth-method", id.session.session.sign_in_method.as_string())?;
     }
     if let Some(k) = &ctx.api_key {
-        req.insert_header("x-dalea-user", k.user.id.as_str())?;
-        req.insert_header("x-dalea-email", k.user.email.as_str())?;
-        req.insert_header("x-dalea-api-key", k.key.id.as_str())?;
-        req.insert_header("x-dalea-auth-strength", "basic")?;
-        req.insert_header("x-dalea-auth-method", "api_key")?;
+        req.append_header("x-dalea-user", k.user.id.as_str())?;
+        req.append_header("x-dalea-email", k.user.email.as_str())?;
+        req.append_header("x-dalea-api-key", k.key.id.as_str())?;
+        req.append_header("x-dalea-auth-strength", "basic")?;
+        req.append_header("x-dalea-auth-method", "api_key")?;
     }
     Ok(())
 }
@@ -69,6 +74,11 @@ fn forwarded_headers(req: &mut RequestHeader, ctx: &RequestCtx) -> pingora::Resu
     };
     // A trusted proxy's chain is kept and its own address appended, as every proxy does.
     let peer = ctx.peer_ip.map(|ip| ip.to_string()).unwrap_or_default();
+    // Without a trusted proxy in front, the client is the peer: no second formatting.
+    let client_ip = match ctx.client_ip {
+        Some(ip) if Some(ip) == ctx.peer_ip => Some(peer.clone()),
+        other => other.map(|ip| ip.to_string()),
+    };
     let xff = match (ctx.peer_trusted, header_str(req, "x-forwarded-for")) {
         (true, Some(chain)) if !chain.trim().is_empty() => format!("{chain}, {peer}"),
         _ => peer,
@@ -116,8 +126,8 @@ fn forwarded_headers(req: &mut RequestHeader, ctx: &RequestCtx) -> pingora::Resu
         req.remove_header("x-forwarded-for");
     }
     req.insert_header("x-forwarded-proto", proto)?;
-    if let Some(ip) = ctx.client_ip {
-        req.insert_header("x-real-ip", ip.to_string())?;
+    if let Some(ip) = client_ip {
+        req.insert_header("x-real-ip", ip)?;
     }
     match host {
         Some(h) => req.insert_header("x-forwarded-host", h)?,
