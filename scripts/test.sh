@@ -20,6 +20,17 @@ else
   echo "== NOTE: rustfmt is not installed (rustup component add rustfmt): formatting NOT checked"
 fi
 
+# The sign-in tests start a real OpenID Provider (tests/oidc/provider.mjs, npm oidc-provider):
+# npm ci there when node_modules is missing, older than the lock file, or does not match it
+# (npm writes node_modules/.package-lock.json on every install).
+oidc=tests/oidc
+if [[ ! -f $oidc/node_modules/.package-lock.json || ! -f $oidc/node_modules/oidc-provider/package.json \
+      || $oidc/package-lock.json -nt $oidc/node_modules/.package-lock.json \
+      || $oidc/package.json -nt $oidc/node_modules/.package-lock.json ]]; then
+  echo "== npm ci in $oidc (the OIDC test provider)"
+  (cd "$oidc" && npm ci --no-audit --no-fund)
+fi
+
 echo "== cargo test"
 # Known issue: now and then the integration test binary, which runs many gateways in one
 # process, is aborted by Rust's I/O-safety check ("owned file descriptor already closed": a

@@ -11,6 +11,7 @@ mod client_info;
 mod elevation;
 mod expiry;
 mod metrics;
+mod oauth_peers;
 mod outage;
 mod proxying;
 mod rate_limits;

@@ -7,7 +7,9 @@
 pub mod account;
 pub mod api_keys;
 pub mod echo;
+pub mod github;
 pub mod mmdb;
+pub mod oidc;
 pub mod redis;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
