@@ -8,6 +8,7 @@
 use serde::Deserialize;
 
 use super::duration::deserialize_text as duration_text;
+use super::oauth::OAuthFile;
 use super::security::{ElevationFile, RateLimitFile, SecretsFile};
 use super::store::StoreFile;
 use super::ConfigError;
@@ -34,6 +35,8 @@ pub(super) struct FileConfig {
     pub(super) rate_limit: RateLimitFile,
     #[serde(default)]
     pub(super) secrets: SecretsFile,
+    #[serde(default)]
+    pub(super) oauth: OAuthFile,
     /// Required; `None` is reported by validation as `users.file`.
     pub(super) users: Option<UsersFile>,
 }

@@ -10,6 +10,7 @@
 mod duration;
 mod env;
 mod file;
+mod oauth;
 mod routing;
 mod security;
 mod store;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use duration::{format_duration, parse_duration};
+pub use oauth::{ClientSecret, OAuthConfig, ProviderConfig, ProviderKind, UnknownPeople};
 pub use security::{check_key, ElevationConfig, KeySource, RateLimitConfig, GENERATED_KEY_FILE};
 
 /// The hard cap on `session.idle_timeout` from the product contract: 30 idle days.
@@ -43,6 +45,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// The key that encrypts TOTP secrets at rest.
     pub secrets: KeySource,
+    /// Sign-in through Google, Microsoft, GitHub and OpenID Connect providers.
+    pub oauth: OAuthConfig,
 }
 
 #[derive(Debug, Clone)]

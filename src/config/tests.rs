@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::*;
 
 mod layering;
+mod oauth;
 mod routing;
 mod store;
 mod store_env;

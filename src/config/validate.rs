@@ -12,6 +12,7 @@ use ipnet::IpNet;
 
 use super::duration::{format_duration, parse_duration};
 use super::file::{ClientInfoFile, FileConfig, ServerFile, SessionFile};
+use super::oauth::oauth;
 use super::routing::{routes, upstreams};
 use super::security::{elevation, rate_limit, secrets};
 use super::store::store;
@@ -40,6 +41,7 @@ impl FileConfig {
         let elevation = elevation(self.elevation)?;
         let rate_limit = rate_limit(self.rate_limit)?;
         let secrets = secrets(self.secrets, base, store.kind, &store.path)?;
+        let oauth = oauth(self.oauth, base, secrets != KeySource::Missing)?;
         Ok(Config {
             server,
             store,
@@ -51,6 +53,7 @@ impl FileConfig {
             elevation,
             rate_limit,
             secrets,
+            oauth,
         })
     }
 }
