@@ -15,6 +15,7 @@ pub mod elevation;
 pub mod error;
 pub mod metrics;
 pub mod pages;
+pub mod pending;
 pub mod proxy;
 pub mod secrets;
 pub mod server;

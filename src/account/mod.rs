@@ -9,7 +9,13 @@
 pub mod audit_log;
 #[cfg(test)]
 pub(crate) mod contract;
+pub mod links;
+#[cfg(test)]
+pub(crate) mod links_contract;
 pub mod password;
+pub mod people;
+#[cfg(test)]
+pub(crate) mod people_contract;
 pub mod totp;
 
 use async_trait::async_trait;

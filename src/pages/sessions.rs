@@ -15,7 +15,7 @@ use crate::error::GatewayError;
 use crate::proxy::ctx::{Identity, RequestCtx};
 use crate::proxy::respond::Reply;
 use crate::session::manager::Revoke;
-use crate::session::{PublicId, Session as GwSession};
+use crate::session::{PublicId, Session as GwSession, SignInMethod};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize)]
@@ -88,7 +88,10 @@ impl SessionView {
                 last_active_exact: exact(last_active),
                 created_ago: ago(s.created_at, now),
                 created_at_exact: exact(s.created_at),
-                sign_in_label: s.sign_in_method.label(),
+                sign_in_label: s.sign_in_method.label(match &s.sign_in_method {
+                    SignInMethod::OAuth(p) => state.config.oauth.provider(p).map(|c| c.display_name.as_str()),
+                    _ => None,
+                }),
                 ends_label: if s.remember_me {
                     let day = chrono::DateTime::from_timestamp_millis(s.expires_at)
                         .map(|d| d.format("%-d %b %Y").to_string());

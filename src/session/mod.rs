@@ -11,6 +11,9 @@ pub mod cookie;
 pub mod embedded;
 mod embedded_account;
 mod embedded_api_keys;
+mod embedded_links;
+mod embedded_pending;
+mod embedded_people;
 pub mod manager;
 mod periodic;
 pub mod redis;
@@ -46,15 +49,25 @@ impl SignInMethod {
         }
     }
 
-    /// What the sessions page says.
-    pub fn label(&self) -> String {
+    /// What the sessions page says. `provider_label` is the configured label of an OAuth
+    /// provider ("Corp SSO"); without one (a provider since removed from the config) the
+    /// well-known names are spelt as their owners do and others capitalised.
+    pub fn label(&self, provider_label: Option<&str>) -> String {
         match self {
             SignInMethod::Password => "Email and password".into(),
             SignInMethod::OAuth(p) => {
-                let mut name = p.clone();
-                if let Some(first) = name.get_mut(0..1) {
-                    first.make_ascii_uppercase();
-                }
+                let name = provider_label.map(str::to_string).unwrap_or_else(|| match p.as_str() {
+                    "google" => "Google".into(),
+                    "github" => "GitHub".into(),
+                    "microsoft" => "Microsoft".into(),
+                    other => {
+                        let mut name = other.to_string();
+                        if let Some(first) = name.get_mut(0..1) {
+                            first.make_ascii_uppercase();
+                        }
+                        name
+                    }
+                });
                 format!("OAuth ({name})")
             }
             SignInMethod::Passkey => "Passkey".into(),
@@ -252,14 +265,17 @@ mod tests {
         for (m, s, label) in [
             (SignInMethod::Password, "password", "Email and password"),
             (SignInMethod::OAuth("google".into()), "oauth:google", "OAuth (Google)"),
+            (SignInMethod::OAuth("github".into()), "oauth:github", "OAuth (GitHub)"),
+            (SignInMethod::OAuth("corp".into()), "oauth:corp", "OAuth (Corp)"),
             (SignInMethod::Passkey, "passkey", "Passkey"),
         ] {
             assert_eq!(m.as_string(), s);
-            assert_eq!(m.label(), label);
+            assert_eq!(m.label(None), label);
             let json = serde_json::to_string(&m).unwrap_or_default();
             assert_eq!(serde_json::from_str::<SignInMethod>(&json).ok(), Some(m));
         }
         assert!(serde_json::from_str::<SignInMethod>("\"oauth:\"").is_err());
+        assert_eq!(SignInMethod::OAuth("corp".into()).label(Some("Corp SSO")), "OAuth (Corp SSO)");
     }
 
     #[test]

@@ -16,16 +16,25 @@
 //! | `P:audit:{<id>}:n` | STRING | the last sequence number given out (INCR) |
 //! | `P:k:{<hex of key hash>}` | HASH | an API key: `rec` = record (`[version byte] ++ JSON`, as in the embedded store), `lu` = last-used millis, `ip` = last IP; no TTL, or, with an expiry, a TTL ending 30 days after it (`api_keys.rs`) |
 //! | `P:ku:{<id>}` | HASH | key id → key-hash hex (the per-person API key index); no TTL |
+//! | `P:pend:{<kind>:<pid>}` | STRING | a sign-in ceremony in progress (`pending.rs`): `[version byte] ++ expires_at (8 bytes, big-endian) ++ value`; TTL until `expires_at` (at most a day); taken with `GETDEL` |
+//! | `P:ext:{<provider>:<sid>}` | STRING | an external identity's link (`links.rs`), the truth: `[version byte] ++ JSON` of the `Link`; created with `SET NX`; no TTL |
+//! | `P:exu:{<id>}` | HASH | `<provider>:<subject>` → `linked_at` millis (the per-person link index, repaired from the `P:ext` keys); no TTL |
+//! | `P:person:{<id>}` | STRING | a created person (`people.rs`): `[version byte] ++ JSON` of the `Person`; created with `SET NX`, before its email claim; no TTL |
+//! | `P:pmail:{<email>}` | STRING | the id of the created person with this lower-case email, the arbiter: created with `SET NX`; a person exists only when their record's email claim names them; no TTL |
 //!
 //! `<id>` is the person's id with `%`, `{` and `}` escaped as `%25`, `%7B`, `%7D` (the empty id
-//! as `%`; `account.rs`), so the hash tag is always the whole id. Both audit keys get a 400-day TTL, refreshed by every
+//! as `%`; `account.rs`), so the hash tag is always the whole id; `<sid>` is a provider's subject
+//! escaped the same way. `<kind>`, `<pid>` and `<provider>` cannot hold braces (`[A-Za-z0-9_-]`,
+//! `[A-Za-z0-9_.-]` for providers). Both audit keys get a 400-day TTL, refreshed by every
 //! append, so an abandoned account's log goes away; the credential and password keys never
 //! expire (an abandoned enrolment stays in `P:totp` until the next enrolment or removal, and is
 //! refused once past `pending_exp`).
 //!
 //! The `{…}` parts are Redis Cluster hash tags, so every command touches one hash slot; nothing
 //! needs a cross-slot transaction (the only command with two keys, the audit append, touches one
-//! person's two audit keys, which share the tag). Only SHA-256 hashes of tokens and API keys are stored.
+//! person's two audit keys, which share the tag). An identity link and its person's index entry
+//! are in different slots: the `P:ext` key decides, and the index is checked against it.
+//! Only SHA-256 hashes of tokens and API keys are stored.
 //! The account records' check-and-set operations (confirming an enrolment, using a TOTP step,
 //! appending to the audit log) are single Lua scripts, atomic on the server.
 //!
@@ -56,6 +65,9 @@ mod account;
 mod api_keys;
 mod conn;
 mod fields;
+mod links;
+mod pending;
+mod people;
 #[cfg(test)]
 #[path = "../../../tests/support/redis.rs"]
 mod redis_server;
