@@ -55,11 +55,11 @@ const SCHEMA: &[(&str, &str, Kind)] = &[
     ("rate_limit", "totp_per_network", Kind::Int),
     ("secrets", "encryption_key", Kind::Str),
     ("secrets", "encryption_key_file", Kind::Str),
+    ("oauth", "public_url", Kind::Str),
     ("oauth", "link_by_verified_email", Kind::Bool),
     ("oauth", "unknown_people", Kind::Str),
     ("oauth", "allowed_domains", Kind::StrList),
     ("oauth", "allowed_emails", Kind::StrList),
-    ("oauth", "keep_tokens", Kind::Bool),
 ];
 
 /// Sections that are arrays of tables and therefore cannot be set from the environment.

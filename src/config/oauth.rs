@@ -15,11 +15,11 @@ use super::ConfigError;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct OAuthFile {
+    pub(super) public_url: Option<String>,
     pub(super) link_by_verified_email: bool,
     pub(super) unknown_people: Option<String>,
     pub(super) allowed_domains: Vec<String>,
     pub(super) allowed_emails: Vec<String>,
-    pub(super) keep_tokens: bool,
     pub(super) providers: Vec<ProviderFile>,
 }
 
@@ -101,6 +101,10 @@ pub struct ProviderConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthConfig {
+    /// The gateway's public origin as browsers and providers see it (`https://app.example.com`,
+    /// no path): redirect URIs are `<public_url>/.dalea/oauth/<name>/callback`. Required with
+    /// providers.
+    pub public_url: Option<String>,
     pub providers: Vec<ProviderConfig>,
     pub link_by_verified_email: bool,
     pub unknown_people: UnknownPeople,
@@ -108,19 +112,17 @@ pub struct OAuthConfig {
     pub allowed_domains: Vec<String>,
     /// Lower-case addresses allowed besides those domains.
     pub allowed_emails: Vec<String>,
-    /// Keep the provider's tokens (encrypted with `[secrets]`); by default they are dropped.
-    pub keep_tokens: bool,
 }
 
 impl Default for OAuthConfig {
     fn default() -> Self {
         OAuthConfig {
+            public_url: None,
             providers: Vec::new(),
             link_by_verified_email: false,
             unknown_people: UnknownPeople::Refuse,
             allowed_domains: Vec::new(),
             allowed_emails: Vec::new(),
-            keep_tokens: false,
         }
     }
 }
@@ -139,6 +141,30 @@ impl OAuthConfig {
     pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
         self.providers.iter().find(|p| p.name == name)
     }
+
+    /// The origins the sign-in page's provider buttons lead to (for its `form-action`): each
+    /// provider's issuer, or GitHub's authorize URL, as `scheme://host[:port]`.
+    pub fn form_targets(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for p in &self.providers {
+            let url = match &p.kind {
+                ProviderKind::Oidc { issuer } | ProviderKind::Microsoft { issuer, .. } => issuer,
+                ProviderKind::GitHub { authorize_url, .. } => authorize_url,
+            };
+            if let Ok(u) = url::Url::parse(url) {
+                let origin = u.origin().ascii_serialization();
+                if origin != "null" && !out.contains(&origin) {
+                    out.push(origin);
+                }
+            }
+        }
+        out
+    }
+
+    /// The redirect URI to register with provider `name`.
+    pub fn redirect_uri(&self, name: &str) -> String {
+        format!("{}/.dalea/oauth/{name}/callback", self.public_url.as_deref().unwrap_or_default())
+    }
 }
 
 const GOOGLE_ISSUER: &str = "https://accounts.google.com";
@@ -148,8 +174,7 @@ const GITHUB_TOKEN: &str = "https://github.com/login/oauth/access_token";
 const GITHUB_API: &str = "https://api.github.com";
 const MULTI_TENANT: [&str; 3] = ["common", "organizations", "consumers"];
 
-/// `keys_available`: `[secrets]` gives an encryption key (needed to keep tokens).
-pub(super) fn oauth(f: OAuthFile, base: &Path, keys_available: bool) -> Result<OAuthConfig, ConfigError> {
+pub(super) fn oauth(f: OAuthFile, base: &Path) -> Result<OAuthConfig, ConfigError> {
     let unknown_people = match f.unknown_people.as_deref().unwrap_or("refuse") {
         "refuse" => UnknownPeople::Refuse,
         "create" => UnknownPeople::Create,
@@ -160,12 +185,6 @@ pub(super) fn oauth(f: OAuthFile, base: &Path, keys_available: bool) -> Result<O
             ))
         }
     };
-    if f.keep_tokens && !keys_available {
-        return Err(ConfigError::new(
-            "oauth.keep_tokens",
-            "needs [secrets] encryption_key (or encryption_key_file) to encrypt the tokens it keeps",
-        ));
-    }
     let allowed_domains = lower_list("oauth.allowed_domains", f.allowed_domains, |d| {
         !d.is_empty() && !d.contains('@') && !d.contains(char::is_whitespace)
     })?;
@@ -182,13 +201,22 @@ pub(super) fn oauth(f: OAuthFile, base: &Path, keys_available: bool) -> Result<O
         }
         providers.push(p);
     }
+    let public_url = match f.public_url {
+        Some(url) => Some(origin("oauth.public_url", &url)?),
+        None if !providers.is_empty() => return Err(ConfigError::new(
+            "oauth.public_url",
+            "is required with [[oauth.providers]]: the gateway's public origin (e.g. \"https://app.example.com\"), \
+                 from which each provider's redirect URI <public_url>/.dalea/oauth/<name>/callback is made",
+        )),
+        None => None,
+    };
     Ok(OAuthConfig {
+        public_url,
         providers,
         link_by_verified_email: f.link_by_verified_email,
         unknown_people,
         allowed_domains,
         allowed_emails,
-        keep_tokens: f.keep_tokens,
     })
 }
 
@@ -325,6 +353,16 @@ fn client_secret(key: &dyn Fn(&str) -> String, p: &ProviderFile, base: &Path) ->
         return Err(ConfigError::new(key("client_secret_file"), "the client secret is empty"));
     }
     Ok(ClientSecret(secret.to_string()))
+}
+
+/// The gateway's public origin: an [`endpoint`] with no path.
+fn origin(key: &str, value: &str) -> Result<String, ConfigError> {
+    let url = endpoint(key, value)?;
+    let parsed = url::Url::parse(&url).map_err(|e| ConfigError::new(key, e.to_string()))?;
+    if parsed.path() != "/" || !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(ConfigError::new(key, format!("{value:?} must be an origin only: scheme, host and port")));
+    }
+    Ok(url)
 }
 
 /// A provider URL: `https://`, or `http://` to a loopback host (a provider on this machine,

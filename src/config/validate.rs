@@ -41,7 +41,7 @@ impl FileConfig {
         let elevation = elevation(self.elevation)?;
         let rate_limit = rate_limit(self.rate_limit)?;
         let secrets = secrets(self.secrets, base, store.kind, &store.path)?;
-        let oauth = oauth(self.oauth, base, secrets != KeySource::Missing)?;
+        let oauth = oauth(self.oauth, base)?;
         Ok(Config {
             server,
             store,

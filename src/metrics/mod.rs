@@ -62,7 +62,9 @@ pub const LANES: [&str; 2] = ["sessions", "api_keys"];
 const NOTICE_KINDS: [&str; 4] = ["revoked", "changed", "api_key_revoked", "malformed"];
 /// Sign-in methods known at start-up (`method` label of sign-ins).
 const SIGNIN_METHODS: [&str; 1] = ["password"];
-const SIGNIN_OUTCOMES: [&str; 4] = ["success", "failure", "throttled", "error"];
+/// `refused`: a provider's identity that the `[oauth]` rules let in as no one; `cancelled`: the
+/// person said no at the provider.
+const SIGNIN_OUTCOMES: [&str; 6] = ["success", "failure", "throttled", "error", "refused", "cancelled"];
 const ELEVATION_METHODS: [&str; 2] = ["totp", "password"];
 const ELEVATION_OUTCOMES: [&str; 3] = ["success", "failure", "throttled"];
 /// `limit` label values: the throttle rules' kinds.
@@ -142,6 +144,13 @@ impl AuthMetrics {
     /// `method`: `password`, `oauth:<provider>`, `passkey`; `outcome`: see `SIGNIN_OUTCOMES`.
     pub fn signin(&self, method: &str, outcome: &str) {
         self.signins.with_label_values(&[method, outcome]).inc();
+    }
+
+    /// Exports every outcome of these further sign-in methods at zero (`oauth:<provider>` for
+    /// each configured provider), so they are there before the first sign-in through them.
+    pub fn declare_signin_methods(&self, methods: &[String]) {
+        let methods: Vec<&str> = methods.iter().map(String::as_str).collect();
+        touch_all(&self.signins, &[&methods, &SIGNIN_OUTCOMES]);
     }
 
     /// `method`: `totp`, `password`; `outcome`: `success`, `failure`, `throttled`.

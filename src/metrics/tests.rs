@@ -11,6 +11,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[test]
 fn every_family_and_known_label_value_is_exported_at_zero_from_start() {
     let m = Metrics::new(&["app", "admin"]);
+    m.auth.declare_signin_methods(&["oauth:corp".to_string()]);
     let text = m.render();
     for series in [
         r#"dalea_requests_total{decision="allowed",route="app"}"#,
@@ -32,6 +33,8 @@ fn every_family_and_known_label_value_is_exported_at_zero_from_start() {
         "dalea_revocation_subscribed",
         "dalea_sessions_active",
         r#"dalea_signins_total{method="password",outcome="throttled"}"#,
+        r#"dalea_signins_total{method="oauth:corp",outcome="refused"}"#,
+        r#"dalea_signins_total{method="oauth:corp",outcome="cancelled"}"#,
         r#"dalea_elevations_total{method="totp",outcome="failure"}"#,
         r#"dalea_rate_limit_rejections_total{limit="totp"}"#,
     ] {

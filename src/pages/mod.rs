@@ -6,6 +6,8 @@
 //! | POST | `/.dalea/signin` | sign-in form (CSRF cookie + token) |
 //! | POST | `/.dalea/api/signin` | JSON sign-in |
 //! | POST | `/.dalea/signout` | sign out this session (CSRF token) |
+//! | GET, POST | `/.dalea/oauth/{provider}/start` | sign in through a provider (POST: the sign-in form) |
+//! | GET | `/.dalea/oauth/{provider}/callback` | the provider sends the browser back here |
 //! | GET | `/.dalea/settings/security/sessions` | the sessions page |
 //! | POST | `/.dalea/settings/security/sessions/{id}/revoke` | the page's × (CSRF token) |
 //! | GET | `/.dalea/api/sessions` | sessions as JSON |
@@ -36,6 +38,7 @@ pub mod body;
 pub mod csrf;
 mod elevate;
 mod guard;
+mod oauth;
 mod password;
 pub mod redirect;
 mod sessions;
@@ -222,6 +225,17 @@ async fn dispatch(
                 return match method {
                     Method::DELETE => api_keys::revoke_json(state, session, ctx, id).await,
                     _ => Err(GatewayError::MethodNotAllowed("DELETE")),
+                };
+            }
+            if let Some(rest) = path.strip_prefix("/.dalea/oauth/") {
+                return match (rest.split_once('/'), method) {
+                    (Some((provider, "start")), Method::GET | Method::POST) => {
+                        oauth::start(state, session, ctx, provider).await
+                    }
+                    (Some((_, "start")), _) => Err(GatewayError::MethodNotAllowed("GET, POST")),
+                    (Some((provider, "callback")), Method::GET) => oauth::callback(state, session, ctx, provider).await,
+                    (Some((_, "callback")), _) => Err(GatewayError::MethodNotAllowed("GET")),
+                    _ => Err(GatewayError::NotFound),
                 };
             }
             let key_revoke =

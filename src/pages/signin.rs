@@ -28,20 +28,42 @@ struct SigninPage<'a> {
     destination: &'a str,
     email: &'a str,
     error: Option<&'a str>,
+    /// One button per provider: (name, label).
+    providers: Vec<(&'a str, &'a str)>,
 }
 
+/// `?notice=` of the sign-in page after a provider's callback found its sign-in gone.
+pub(super) const RESTART_NOTICE: &str = "restart";
+/// The sign-in page's note after a provider's callback found its sign-in gone.
+const RESTART_MESSAGE: &str = "That sign-in is over: it was already finished or cancelled, took too long, or was \
+     started in another tab or browser. Please choose how to sign in again.";
+
 /// Renders the sign-in form with a CSRF cookie (double-submit) and a request for the client
-/// hints that let the sessions page say "macOS 14" instead of a frozen UA version.
-fn render_form(state: &AppState, session: &Session, status: u16, rd: &str, email: &str, error: Option<&str>) -> Reply {
+/// hints that let the sessions page say "macOS 14" instead of a frozen UA version. Its buttons
+/// for providers post the same form to their start endpoint, which sends the browser on to the
+/// provider: the page's `form-action` lets exactly those origins through.
+pub(super) fn render_form(
+    state: &AppState,
+    session: &Session,
+    status: u16,
+    rd: &str,
+    email: &str,
+    error: Option<&str>,
+) -> Reply {
     let cookies = session.req_header().headers.get_all(http::header::COOKIE);
     let csrf_token = state.cookies.csrf_value(cookies.iter().map(|v| v.as_bytes())).unwrap_or_else(random_string::<32>);
     let destination = if rd == "/" { "the app" } else { rd };
-    let page = SigninPage { csrf_token: &csrf_token, rd, destination, email, error };
-    Reply::html(status, state.templates.render("signin.html", &page))
-        .header("set-cookie", state.cookies.set_csrf(&csrf_token))
-        .header("accept-ch", ACCEPT_CH)
-        .header("critical-ch", CRITICAL_CH)
-        .header("vary", "Sec-CH-UA-Platform-Version")
+    let providers = state.config.oauth.providers.iter().map(|p| (p.name.as_str(), p.display_name.as_str())).collect();
+    let page = SigninPage { csrf_token: &csrf_token, rd, destination, email, error, providers };
+    Reply::html_with_form_targets(
+        status,
+        state.templates.render("signin.html", &page),
+        &state.config.oauth.form_targets(),
+    )
+    .header("set-cookie", state.cookies.set_csrf(&csrf_token))
+    .header("accept-ch", ACCEPT_CH)
+    .header("critical-ch", CRITICAL_CH)
+    .header("vary", "Sec-CH-UA-Platform-Version")
 }
 
 /// GET /.dalea/signin
@@ -51,7 +73,8 @@ pub async fn page(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
     if let Ok((Some(_), _)) = authenticate::identify(state, session.req_header(), ctx.client_ip).await {
         return Ok(Reply::see_other(&rd));
     }
-    Ok(render_form(state, session, 200, &rd, "", None))
+    let notice = query_param(session, "notice").filter(|n| n == RESTART_NOTICE).map(|_| RESTART_MESSAGE);
+    Ok(render_form(state, session, 200, &rd, "", notice))
 }
 
 /// Checks the credentials and starts a session (the form and JSON sign-in share this); every
@@ -65,7 +88,7 @@ async fn sign_in_with_password(
     remember_me: bool,
 ) -> Result<(GwSession, String), GatewayError> {
     let result = match check_credentials(state, session, ctx, email, password).await {
-        Ok(user) => start_session(state, session, ctx, &user, remember_me).await,
+        Ok(user) => start_session(state, session, ctx, &user, SignInMethod::Password, remember_me).await,
         Err(e) => Err(e),
     };
     let outcome = match &result {
@@ -144,20 +167,21 @@ fn ip_field(ctx: &RequestCtx) -> String {
 
 /// Starts the session and returns it with the `Set-Cookie` value. Always a fresh token, never
 /// one the browser brought.
-async fn start_session(
+pub(super) async fn start_session(
     state: &AppState,
     session: &Session,
     ctx: &RequestCtx,
     user: &User,
+    method: SignInMethod,
     remember_me: bool,
 ) -> Result<(GwSession, String), GatewayError> {
     let headers = &session.req_header().headers;
-    // Someone with no second factor just proved their password: that passes sensitive actions
-    // for a while. (If the store cannot say, the sign-in gives no such pass.)
+    // Someone with no second factor just signed in (password, or a provider's fresh sign-in):
+    // that passes sensitive actions for a while. (If the store cannot say, the sign-in gives no such pass.)
     let reauthenticated = matches!(account_totp::is_enrolled(state, &user.id).await, Ok(false));
     let new = NewSession {
         user_id: user.id.clone(),
-        method: SignInMethod::Password,
+        method,
         remember_me,
         ip: ctx.client_ip,
         user_agent: user_agent(session),

@@ -64,7 +64,8 @@ pub async fn identify(
     match state.sessions.lookup(&tokens).await? {
         Lookup::Found(cached) => {
             // A session ends with the person it rests on: removed from the users file → gone.
-            let Some(user) = state.users.current().by_id(&cached.session.user_id) else {
+            // A store that cannot say is `StoreUnavailable` (503), never a sign-out.
+            let Some(user) = state.person(&cached.session.user_id).await? else {
                 state.sessions.sign_out(&cached.session.token_hash).await?;
                 return Ok((None, true));
             };
@@ -116,7 +117,7 @@ pub async fn identify_key(
         KeyLookup::Expired => return Err(GatewayError::BadApiKey("The API key has expired.")),
     };
     // A key ends with the person it belongs to.
-    let Some(user) = state.users.current().by_id(&key.user_id) else {
+    let Some(user) = state.person(&key.user_id).await? else {
         state.api_keys.revoke(&key.user_id, &key.id).await?;
         return Err(GatewayError::BadApiKey("The API key is unknown or was revoked."));
     };

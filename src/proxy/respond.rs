@@ -34,8 +34,19 @@ impl Reply {
     }
 
     pub fn html(status: u16, body: String) -> Self {
+        Reply::html_with_form_targets(status, body, &[])
+    }
+
+    /// A page whose forms may also lead to these origins (the sign-in page's provider buttons:
+    /// `form-action` covers the redirects after a form is sent).
+    pub fn html_with_form_targets(status: u16, body: String, origins: &[String]) -> Self {
+        let csp = if origins.is_empty() {
+            PAGE_CSP.to_string()
+        } else {
+            PAGE_CSP.replace("form-action 'self'", &format!("form-action 'self' {}", origins.join(" ")))
+        };
         Reply::new(status, Some("text/html; charset=utf-8"), body)
-            .header("content-security-policy", PAGE_CSP)
+            .header("content-security-policy", csp)
             .header("x-frame-options", "DENY")
     }
 

@@ -1,6 +1,7 @@
 //! The one place cookie attributes are decided: the session cookie, the sign-in form's CSRF
-//! cookie and the one-time flash cookie (a new API key on its way from the create form to the
-//! page that shows it) are set, read and cleared here, with `HttpOnly; SameSite=Lax; Path=/` and, outside
+//! cookie, the one-time flash cookie (a new API key on its way from the create form to the
+//! page that shows it) and the cookie that binds a sign-in through a provider to the browser
+//! that started it are set, read and cleared here, with `HttpOnly; SameSite=Lax; Path=/` and, outside
 //! plain-HTTP development, `Secure` and the `__Host-` prefix.
 
 use std::time::Duration;
@@ -9,6 +10,9 @@ use super::Token;
 
 const CSRF_COOKIE: &str = "dalea_csrf";
 const FLASH_COOKIE: &str = "dalea_flash";
+const OAUTH_COOKIE: &str = "dalea_oauth";
+/// How long a sign-in through a provider may take, start to callback.
+pub const OAUTH_MAX_AGE: Duration = Duration::from_secs(600);
 /// How long a flash cookie lives: just long enough for the redirect that reads it.
 const FLASH_MAX_AGE: Duration = Duration::from_secs(120);
 /// How many session cookie copies one request may make us look up (each may cost a store
@@ -23,6 +27,7 @@ pub struct CookieJar {
     session_name: String,
     csrf_name: String,
     flash_name: String,
+    oauth_name: String,
     secure: bool,
 }
 
@@ -34,6 +39,7 @@ impl CookieJar {
             session_name: format!("{prefix}{cookie_name}"),
             csrf_name: format!("{prefix}{CSRF_COOKIE}"),
             flash_name: format!("{prefix}{FLASH_COOKIE}"),
+            oauth_name: format!("{prefix}{OAUTH_COOKIE}"),
             secure,
         }
     }
@@ -93,8 +99,23 @@ impl CookieJar {
             .map(str::to_string)
     }
 
+    /// `Set-Cookie` binding sign-ins through providers to this browser (a random value whose
+    /// hash each pending sign-in keeps).
+    pub fn set_oauth_binding(&self, value: &str) -> String {
+        self.build(&self.oauth_name, value, Some(OAUTH_MAX_AGE))
+    }
+
+    /// The provider sign-in binding, if present and well-formed.
+    pub fn oauth_binding<'a>(&self, cookie_headers: impl Iterator<Item = &'a [u8]>) -> Option<String> {
+        cookie_pairs(cookie_headers)
+            .filter(|(name, _)| *name == self.oauth_name.as_bytes())
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+            .find(|v| super::token::is_base64url(v, 43))
+            .map(str::to_string)
+    }
+
     fn is_our_name(&self, name: &[u8]) -> bool {
-        name == self.session_name.as_bytes() || name == self.csrf_name.as_bytes() || name == self.flash_name.as_bytes()
+        [&self.session_name, &self.csrf_name, &self.flash_name, &self.oauth_name].iter().any(|n| name == n.as_bytes())
     }
 
     /// Every session token candidate in the request's `Cookie` headers, in order. Several can
@@ -212,7 +233,7 @@ mod tests {
         let jar = CookieJar::new("s", true);
         let t = Token::generate();
         let h1 = format!("a=1; __Host-s={}", t.as_str());
-        let h2 = "__Host-dalea_csrf=x; b=2".to_string();
+        let h2 = "__Host-dalea_csrf=x; b=2; __Host-dalea_oauth=y".to_string();
         let out = jar.strip_ours([h1.as_bytes(), h2.as_bytes()].into_iter());
         assert_eq!(out.as_deref(), Some(b"a=1; b=2".as_slice()));
         assert_eq!(jar.strip_ours([format!("__Host-s={}", t.as_str()).as_bytes()].into_iter()), None);

@@ -1,7 +1,8 @@
 // Shared pieces of the browser end-to-end tests (sessions.e2e.mjs, elevation.e2e.mjs,
-// api_keys.e2e.mjs): assertions and step reporting, the gateway process (config/dev.toml on free
-// loopback ports, a fresh data dir), headless Chromium instances with fresh profiles, signing
-// in, reading the sessions page, and `runTest`, which runs one test and reports its result.
+// api_keys.e2e.mjs, oauth.e2e.mjs): assertions and step reporting, the gateway process
+// (config/dev.toml, or a config file of the test's own, on free loopback ports, a fresh data
+// dir), headless Chromium instances with fresh profiles, signing in, reading the sessions page,
+// and `runTest`, which runs one test and reports its result.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -74,7 +75,7 @@ export function softly(what, fn) {
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** A free loopback TCP port: listen on port 0 and give it back. */
-function freePort() {
+export function freePort() {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();
@@ -86,7 +87,7 @@ function freePort() {
   });
 }
 
-function canConnect(port) {
+export function canConnect(port) {
   return new Promise((resolve) => {
     const sock = net.connect({ host: '127.0.0.1', port });
     sock.once('connect', () => { sock.destroy(); resolve(true); });
@@ -98,10 +99,22 @@ function canConnect(port) {
 // the gateway process
 
 const cleanups = []; // run in reverse order, always
+const extraLogs = []; // { what, path }: printed (tail) with the gateway's when a test fails
 let gateway = null; // { child, port, adminPort, logPath, dataDir, exited }
 const browsers = []; // every launched browser, for the screenshots on failure
 
-function tail(file, lines = 40) {
+/** Registers `fn` (may be async) to run when the test ends, whatever the outcome; cleanups run
+ *  in reverse order of registration, after the gateway is stopped. */
+export function onCleanup(fn) {
+  cleanups.push(fn);
+}
+
+/** Makes a failed test print the tail of the log at `logPath` (another process's), too. */
+export function showLogOnFailure(what, logPath) {
+  extraLogs.push({ what, path: logPath });
+}
+
+export function tail(file, lines = 40) {
   try {
     return fs.readFileSync(file, 'utf8').replace(/\x1b\[[0-9;]*m/g, '').trimEnd().split('\n').slice(-lines).join('\n');
   } catch {
@@ -109,17 +122,18 @@ function tail(file, lines = 40) {
   }
 }
 
-async function startGatewayOnce(bin, logName) {
+async function startGatewayOnce(bin, logName, config) {
   const port = await freePort();
   let adminPort = await freePort();
   while (adminPort === port) adminPort = await freePort();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dalea-e2e-data-'));
   cleanups.push(() => fs.rmSync(dataDir, { recursive: true, force: true }));
+  const configPath = typeof config === 'function' ? await config({ port, adminPort }) : config;
   const logPath = path.join(ARTIFACTS, logName);
   const log = fs.openSync(logPath, 'w');
   const child = spawn(
     bin,
-    ['serve', '--config', CONFIG, '--listen', `127.0.0.1:${port}`, '--admin-listen', `127.0.0.1:${adminPort}`, '--data-dir', dataDir],
+    ['serve', '--config', configPath, '--listen', `127.0.0.1:${port}`, '--admin-listen', `127.0.0.1:${adminPort}`, '--data-dir', dataDir],
     { cwd: REPO_ROOT, stdio: ['ignore', log, log], env: { ...process.env, NO_COLOR: '1' } },
   );
   fs.closeSync(log);
@@ -143,11 +157,14 @@ async function startGatewayOnce(bin, logName) {
 }
 
 /** Starts the gateway with config/dev.toml and a fresh data dir; its output goes to
- *  artifacts/<logName>. Returns { port, adminPort, logPath, dataDir, … } once it is ready. */
-export async function startGateway(bin, logName) {
+ *  artifacts/<logName>. Returns { port, adminPort, logPath, dataDir, … } once it is ready.
+ *  `config`: another config file, either its path or a function `({ port, adminPort }) => path`
+ *  (may be async) for a config that must name the gateway's own port (e.g. `[oauth]
+ *  public_url`); it is called again on each start attempt, with the new ports. */
+export async function startGateway(bin, logName, { config = CONFIG } = {}) {
   // Ports come from "listen on 0, close": another process may grab one in between, so retry.
   for (let attempt = 1; attempt <= 3; attempt += 1) {
-    const { g, ready, why } = await startGatewayOnce(bin, logName);
+    const { g, ready, why } = await startGatewayOnce(bin, logName, config);
     gateway = g;
     if (ready) return g;
     await stopGateway();
@@ -246,7 +263,8 @@ export async function signIn(browser, base, { rememberMe = false, onSigninPage, 
 
   const postSeen = page.waitForRequest((r) => r.method() === 'POST' && new URL(r.url()).pathname === SIGNIN_PATH);
   const backHome = page.waitForURL((u) => u.pathname === target);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  // exact: the page may also have "Sign in with <provider>" buttons.
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
   const post = await postSeen;
   await backHome;
   const headers = await post.allHeaders();
@@ -351,6 +369,7 @@ export async function runTest(title, run, { watchdogMs = 180_000 } = {}) {
     for (const f of softFailures) console.error(`(earlier failure) ${f.split('\n')[0]}`);
     console.error(`\nnot ok - ${failed instanceof TestFailure ? '' : 'error: '}${failed instanceof TestFailure ? failed.message : failed.stack || failed}`);
     if (gateway) console.error(`--- gateway log (tail; full log in ${path.relative(process.cwd(), gateway.logPath)}) ---\n${tail(gateway.logPath, 25)}`);
+    for (const l of extraLogs) console.error(`--- ${l.what} log (tail; full log in ${path.relative(process.cwd(), l.path)}) ---\n${tail(l.path, 25)}`);
     if (browsers.length) {
       const shots = browsers.map((br) => path.relative(process.cwd(), artifact(`failure-${br.name}.png`)));
       console.error(`screenshots at failure: ${shots.join(', ')}`);

@@ -4,9 +4,10 @@
 #   DALEA_BIN=$CARGO_TARGET_DIR/debug/dalea-gateway tests/e2e/run.sh
 #
 # Installs the node packages from package-lock.json (npm ci) when node_modules is missing or
-# older than the lock file, checks that Chromium is there, and runs each test in turn (each
-# with its own gateway): sessions.e2e.mjs, elevation.e2e.mjs, then api_keys.e2e.mjs. All tests
-# run even when one fails; the exit code is 0 when all passed, else the first failing test's.
+# older than the lock file, here and in tests/oidc (the OpenID Provider oauth.e2e.mjs starts),
+# checks that Chromium is there, and runs each test in turn (each with its own gateway):
+# sessions.e2e.mjs, elevation.e2e.mjs, api_keys.e2e.mjs, then oauth.e2e.mjs. All tests run even
+# when one fails; the exit code is 0 when all passed, else the first failing test's.
 # Screenshots and the gateway logs (gateway-<test>.log) land in tests/e2e/artifacts/.
 #
 # Run some of them only by naming them:  tests/e2e/run.sh elevation api_keys
@@ -59,13 +60,25 @@ if (( stale )); then
 fi
 
 tests=("$@")
-(( ${#tests[@]} )) || tests=(sessions elevation api_keys)
+(( ${#tests[@]} )) || tests=(sessions elevation api_keys oauth)
 for t in "${tests[@]}"; do
   if [[ ! -f "$t.e2e.mjs" ]]; then
     echo "run.sh: no test $t.e2e.mjs in $here" >&2
     exit 2
   fi
 done
+
+# oauth.e2e.mjs runs the OpenID Provider of the Rust sign-in tests (tests/oidc/provider.mjs, npm
+# oidc-provider), with the packages of tests/oidc's own lock file: the same checks there.
+if [[ " ${tests[*]} " == *" oauth "* ]]; then
+  oidc="$here/../oidc"
+  if [[ ! -f $oidc/node_modules/.package-lock.json || ! -f $oidc/node_modules/oidc-provider/package.json \
+        || $oidc/package-lock.json -nt $oidc/node_modules/.package-lock.json \
+        || $oidc/package.json -nt $oidc/node_modules/.package-lock.json ]]; then
+    echo "run.sh: installing the OIDC test provider's node packages (npm ci in tests/oidc)"
+    (cd "$oidc" && npm ci --no-audit --no-fund)
+  fi
+fi
 
 export DALEA_BIN CHROMIUM_PATH="$chromium_bin"
 status=0

@@ -256,7 +256,7 @@ fn now_millis() -> i64 {
 }
 
 fn client_from(ip: IpAddr) -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::support::http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .local_address(ip)
         .timeout(Duration::from_secs(20))
@@ -335,7 +335,7 @@ async fn sigterm_exits_cleanly_keeps_sessions_and_flushes_the_last_activity() {
 async fn serve_flags_beat_the_config_file() {
     let mut gw = Served::start(&[], None);
     let admin = |path: &str| format!("http://{}{}", gw.admin, path);
-    let c = reqwest::Client::new();
+    let c = crate::support::http_client();
     let health = c.get(admin("/healthz")).send().await.expect("healthz");
     assert_eq!(health.status(), 200);
     let ready = c.get(admin("/readyz")).send().await.expect("readyz");

@@ -11,6 +11,8 @@ mod client_info;
 mod elevation;
 mod expiry;
 mod metrics;
+mod oauth;
+mod oauth_client;
 mod oauth_peers;
 mod outage;
 mod proxying;

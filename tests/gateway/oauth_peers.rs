@@ -48,7 +48,7 @@ fn auth_request(authorization_endpoint: &str, client_id: &str, redirect_uri: &st
 }
 
 async fn get_json(url: &str) -> Value {
-    let resp = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let resp = crate::support::http_client().get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
     assert_eq!(resp.status(), 200, "GET {url}");
     resp.json().await.expect("JSON")
 }
@@ -68,7 +68,7 @@ async fn exchange(
         ("redirect_uri", redirect_uri),
         ("code_verifier", verifier),
     ];
-    let req = reqwest::Client::new().post(token_endpoint);
+    let req = crate::support::http_client().post(token_endpoint);
     let req = if post {
         form.extend([("client_id", CLIENT_ID), ("client_secret", secret)]);
         req
@@ -172,7 +172,7 @@ async fn a_code_and_pkce_sign_in_yields_an_id_token_signed_with_a_published_key(
     let code = query_param(&browser.approve(&req.url, "alice").await, "code").expect("code");
     let (status, tokens) = exchange(&token_endpoint, CLIENT_SECRET, &code, &callback, &req.verifier, true).await;
     assert_eq!(status, 200, "{tokens}");
-    let userinfo: Value = reqwest::Client::new()
+    let userinfo: Value = crate::support::http_client()
         .get(op.url("/me"))
         .bearer_auth(tokens["access_token"].as_str().unwrap())
         .send()
@@ -217,7 +217,10 @@ async fn restarting_with_new_keys_rotates_the_published_jwks_on_the_same_port() 
     assert_eq!(both["keys"].as_array().unwrap().len(), 2);
 
     op.stop();
-    assert!(reqwest::get(op.discovery_url()).await.is_err(), "a stopped provider refuses connections");
+    assert!(
+        crate::support::http_client().get(op.discovery_url()).send().await.is_err(),
+        "a stopped provider refuses connections"
+    );
     op.restart();
     get_json(&op.discovery_url()).await;
 }
@@ -404,7 +407,7 @@ fn github_authorize_url(gh: &GitHubStandIn, callback: &str, verifier: &str, stat
 }
 
 async fn github_token(gh: &GitHubStandIn, form: &[(&str, &str)]) -> Value {
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http_client()
         .post(gh.token_url())
         .header("accept", "application/json")
         .form(form)
@@ -416,8 +419,9 @@ async fn github_token(gh: &GitHubStandIn, form: &[(&str, &str)]) -> Value {
 }
 
 async fn github_api(gh: &GitHubStandIn, path: &str, token: Option<&str>, user_agent: bool) -> (u16, String) {
-    let mut req =
-        reqwest::Client::new().get(format!("{}{path}", gh.api_url())).header("accept", "application/vnd.github+json");
+    let mut req = crate::support::http_client()
+        .get(format!("{}{path}", gh.api_url()))
+        .header("accept", "application/vnd.github+json");
     if let Some(token) = token {
         req = req.bearer_auth(token);
     }
@@ -555,7 +559,7 @@ async fn the_github_stand_in_denies_and_checks_the_redirect_uri() {
 
     // Without Accept: application/json the answer is form-encoded, as GitHub's default; and
     // HTTP Basic client authentication is accepted.
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http_client()
         .post(gh.token_url())
         .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
         .form(&[("code", code.as_str()), ("redirect_uri", callback.as_str()), ("code_verifier", verifier.as_str())])

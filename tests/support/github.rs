@@ -347,7 +347,7 @@ impl GitHubStandIn {
     /// the `Location` the stand-in sends them to (the gateway's callback with `code` and
     /// `state`, or with `error`). Panics unless it answers with a redirect.
     pub async fn authorize(&self, authorization_url: &str) -> String {
-        let resp = reqwest::Client::builder()
+        let resp = super::http_builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(20))
             .build()

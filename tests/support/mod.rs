@@ -87,6 +87,8 @@ pub struct Setup {
     pub env: Vec<(String, String)>,
     /// Wraps the real store (fault injection for outage tests).
     pub wrap_store: Option<StoreWrapper>,
+    /// The proxy listener's address (`None`: a free port).
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for Setup {
@@ -99,6 +101,7 @@ impl Default for Setup {
             // The tests talk plain HTTP, like the dev config; tests of secure cookies set it back.
             env: vec![("DALEA__SESSION__COOKIE_SECURE".into(), "false".into())],
             wrap_store: None,
+            listen: None,
         }
     }
 }
@@ -145,6 +148,12 @@ impl Setup {
         self
     }
 
+    /// Listens on `addr` (e.g. a stopped gateway's, so links and redirects to it still work).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
+        self
+    }
+
     pub fn clock(mut self, clock: ManualClock) -> Self {
         self.clock = clock;
         self
@@ -162,7 +171,7 @@ impl Setup {
         )
         .expect("users file");
         let upstream = echo::EchoUpstream::start();
-        let addr = free_addr();
+        let addr = self.listen.unwrap_or_else(free_addr);
         let admin = free_addr();
         let data_dir = self.data_dir.clone().unwrap_or_else(|| tmp.path().join("data"));
         let routes = self.routes_toml.unwrap_or_else(|| {
@@ -176,7 +185,8 @@ impl Setup {
              [users]\nfile = \"users.toml\"\n\
              {extra}\n\
              [[upstreams]]\nname = \"app\"\naddress = \"{up}\"\n{routes}",
-            extra = self.extra_toml,
+            // `{gateway_url}` in the extra TOML: this gateway's own URL (e.g. `[oauth] public_url`).
+            extra = self.extra_toml.replace("{gateway_url}", &format!("http://{addr}")),
             up = upstream.addr,
         );
         let overrides = Overrides { data_dir: Some(data_dir.clone()), ..Overrides::default() };
@@ -250,13 +260,22 @@ impl Drop for TestGateway {
     }
 }
 
+/// A reqwest client builder. The gateway's reqwest brings no TLS crypto provider of its own (it
+/// uses the process's, ring, which the gateway installs at start-up): install it first here,
+/// as tests may build clients before any gateway starts.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    dalea_gateway::session::redis::install_crypto_provider();
+    reqwest::Client::builder()
+}
+
+/// A plain reqwest client (see [`http_builder`]).
+pub fn http_client() -> reqwest::Client {
+    http_builder().build().expect("client")
+}
+
 /// A client that never follows redirects and keeps no cookies: tests see every hop.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client")
+    http_builder().redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(20)).build().expect("client")
 }
 
 /// The `name=value` part of our session cookie in a response, if it sets one.

@@ -742,7 +742,7 @@ impl Default for ProviderBrowser {
 impl ProviderBrowser {
     pub fn new() -> ProviderBrowser {
         ProviderBrowser {
-            client: reqwest::Client::builder()
+            client: super::http_builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(20))
                 .build()

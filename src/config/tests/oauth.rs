@@ -2,9 +2,14 @@
 
 use super::*;
 
+/// MINIMAL plus `[oauth]` with a public URL, then these provider tables.
+fn with_providers(tables: &str) -> String {
+    with(&format!("[oauth]\npublic_url = \"https://app.example.com\"\n{tables}"))
+}
+
 /// MINIMAL plus one provider table with these extra lines.
 fn provider(lines: &str) -> String {
-    with(&format!("[[oauth.providers]]\n{lines}\n"))
+    with_providers(&format!("[[oauth.providers]]\n{lines}\n"))
 }
 
 fn provider_err(lines: &str) -> (String, String) {
@@ -17,13 +22,13 @@ fn no_providers_by_default_and_unknown_people_are_refused() {
     let c = load(MINIMAL).unwrap();
     assert!(c.oauth.providers.is_empty());
     assert_eq!(c.oauth.unknown_people, UnknownPeople::Refuse);
-    assert!(!c.oauth.link_by_verified_email && !c.oauth.keep_tokens);
+    assert!(!c.oauth.link_by_verified_email);
     assert!(c.oauth.allows("anyone@anywhere.example"), "no allow-list: everyone");
 }
 
 #[test]
 fn each_kind_gets_its_issuer_scopes_and_label() {
-    let text = with(
+    let text = with_providers(
         "[[oauth.providers]]\nkind = \"google\"\nclient_id = \"g\"\nclient_secret = \"gs\"\n\
          [[oauth.providers]]\nkind = \"microsoft\"\nclient_id = \"m\"\nclient_secret = \"ms\"\n\
          [[oauth.providers]]\nkind = \"github\"\nclient_id = \"h\"\nclient_secret = \"hs\"\n\
@@ -113,8 +118,9 @@ fn bad_provider_settings_name_the_key() {
         err_key(&provider("kind = \"github\"\nclient_id = \" \"\nclient_secret = \"y\"")),
         "oauth.providers[0].client_id"
     );
-    let twice =
-        with(&format!("[[oauth.providers]]\nkind = \"github\"\n{base}[[oauth.providers]]\nkind = \"github\"\n{base}"));
+    let twice = with_providers(&format!(
+        "[[oauth.providers]]\nkind = \"github\"\n{base}[[oauth.providers]]\nkind = \"github\"\n{base}"
+    ));
     assert_eq!(err_key(&twice), "oauth.providers[1].name");
 }
 
@@ -154,13 +160,8 @@ fn people_rules_and_allow_lists() {
 }
 
 #[test]
-fn keeping_tokens_needs_an_encryption_key() {
-    let redis = "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n";
-    assert_eq!(err_key(&with(&format!("{redis}[oauth]\nkeep_tokens = true"))), "oauth.keep_tokens");
-    let key = "[secrets]\nencryption_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n";
-    assert!(load(&with(&format!("{redis}{key}[oauth]\nkeep_tokens = true"))).unwrap().oauth.keep_tokens);
-    // The embedded store generates a key of its own.
-    assert!(load(&with("[oauth]\nkeep_tokens = true")).unwrap().oauth.keep_tokens);
+fn provider_tokens_are_never_kept_so_there_is_no_setting_for_it() {
+    assert_eq!(err_key(&with("[oauth]\nkeep_tokens = true")), "oauth.keep_tokens");
 }
 
 #[test]
@@ -175,4 +176,20 @@ fn the_environment_sets_the_people_rules_but_not_providers() {
     assert_eq!(c.oauth.allowed_domains, ["a.example", "b.example"]);
     let err = load_with(MINIMAL, &[("DALEA__OAUTH__PROVIDERS", "x")], &Overrides::default()).unwrap_err();
     assert!(err.message.contains("DALEA__OAUTH__PROVIDERS"), "{err}");
+}
+
+#[test]
+fn providers_need_the_public_url_their_redirect_uris_are_made_from() {
+    let google = "[[oauth.providers]]\nkind = \"google\"\nclient_id = \"g\"\nclient_secret = \"gs\"\n";
+    let e = load(&with(google)).unwrap_err();
+    assert_eq!(e.key, "oauth.public_url");
+    assert!(e.message.contains("/.dalea/oauth/<name>/callback"), "{e}");
+    let c = load(&with_providers(google)).unwrap();
+    assert_eq!(c.oauth.redirect_uri("google"), "https://app.example.com/.dalea/oauth/google/callback");
+    let dev = load(&with(&format!("[oauth]\npublic_url = \"http://localhost:8080/\"\n{google}"))).unwrap();
+    assert_eq!(dev.oauth.redirect_uri("google"), "http://localhost:8080/.dalea/oauth/google/callback");
+    for bad in ["http://app.example.com", "https://app.example.com/auth", "https://u:p@app.example.com", "app"] {
+        let e = load(&with(&format!("[oauth]\npublic_url = \"{bad}\"\n{google}"))).unwrap_err();
+        assert_eq!(e.key, "oauth.public_url", "{bad}");
+    }
 }
