@@ -46,6 +46,7 @@ fn hot_path(c: &mut Criterion) {
         user_agent: UA.into(),
         client_hints: ClientHints::default(),
         reauthenticated: false,
+        passkey: None,
     };
     let (_, token) = rt.block_on(state.sessions.sign_in(new)).expect("sign in");
     let cookie = format!("_ga=GA1.1.123; theme=dark; __Host-dalea_session={}; lang=en", token.as_str());

@@ -20,7 +20,8 @@ pub enum AuditEvent {
     SignIn {
         method: String,
     },
-    /// A sign-in attempt for this account that failed (`reason`: `password`, `throttled`).
+    /// A sign-in attempt for this account that failed (`reason`: `password`, `passkey`,
+    /// `throttled`).
     SignInFailed {
         reason: String,
     },
@@ -49,6 +50,26 @@ pub enum AuditEvent {
         key_id: String,
         name: String,
     },
+    /// A passkey was registered (`name`: the one the person gave it).
+    PasskeyAdded {
+        name: String,
+    },
+    PasskeyRenamed {
+        old_name: String,
+        name: String,
+    },
+    /// A passkey was removed: it no longer signs in or confirms, and sessions elevated with it
+    /// lost that elevation.
+    PasskeyRemoved {
+        name: String,
+    },
+    /// A sign-in from a device this person never used before, or from a place that is not one
+    /// of their usual ones (`event`: `new_device`, `unusual_location`, as the webhook's), with
+    /// the flag's reason in words.
+    SignInWarning {
+        event: String,
+        reason: String,
+    },
 }
 
 impl AuditEvent {
@@ -66,6 +87,10 @@ impl AuditEvent {
             AuditEvent::PasswordChanged => "password_changed",
             AuditEvent::ApiKeyCreated { .. } => "api_key_created",
             AuditEvent::ApiKeyRevoked { .. } => "api_key_revoked",
+            AuditEvent::PasskeyAdded { .. } => "passkey_added",
+            AuditEvent::PasskeyRenamed { .. } => "passkey_renamed",
+            AuditEvent::PasskeyRemoved { .. } => "passkey_removed",
+            AuditEvent::SignInWarning { .. } => "sign_in_warning",
         }
     }
 
@@ -76,6 +101,7 @@ impl AuditEvent {
             AuditEvent::SignInFailed { reason } if reason == "throttled" => {
                 "Sign-in refused: too many attempts".to_string()
             }
+            AuditEvent::SignInFailed { reason } if reason == "passkey" => "Failed sign-in with a passkey".to_string(),
             AuditEvent::SignInFailed { .. } => "Failed sign-in: wrong password".to_string(),
             AuditEvent::SignOut => "Signed out".to_string(),
             AuditEvent::SessionRevoked { revoked_session_id } => {
@@ -90,6 +116,12 @@ impl AuditEvent {
             AuditEvent::PasswordChanged => "Password changed".to_string(),
             AuditEvent::ApiKeyCreated { name, .. } => format!("API key \u{201c}{name}\u{201d} created"),
             AuditEvent::ApiKeyRevoked { name, .. } => format!("API key \u{201c}{name}\u{201d} revoked"),
+            AuditEvent::PasskeyAdded { name } => format!("Passkey \u{201c}{name}\u{201d} added"),
+            AuditEvent::PasskeyRenamed { old_name, name } => {
+                format!("Passkey \u{201c}{old_name}\u{201d} renamed to \u{201c}{name}\u{201d}")
+            }
+            AuditEvent::PasskeyRemoved { name } => format!("Passkey \u{201c}{name}\u{201d} removed"),
+            AuditEvent::SignInWarning { reason, .. } => format!("Sign-in warning: {reason}"),
         }
     }
 }
@@ -166,5 +198,45 @@ mod tests {
     fn descriptions_name_the_method() {
         assert_eq!(AuditEvent::SignIn { method: "oauth:google".into() }.describe(), "Signed in (OAuth google)");
         assert_eq!(AuditEvent::Elevation { method: "totp".into() }.describe(), "Confirmed it's you (TOTP)");
+        assert_eq!(AuditEvent::SignIn { method: "passkey".into() }.describe(), "Signed in (passkey)");
+        assert_eq!(AuditEvent::SignInFailed { reason: "passkey".into() }.describe(), "Failed sign-in with a passkey");
+    }
+
+    #[test]
+    fn passkey_events_name_the_passkey() {
+        let added = AuditEvent::PasskeyAdded { name: "Laptop".into() };
+        assert_eq!(
+            (added.kind(), added.describe().as_str()),
+            ("passkey_added", "Passkey \u{201c}Laptop\u{201d} added")
+        );
+        let renamed = AuditEvent::PasskeyRenamed { old_name: "Laptop".into(), name: "Work laptop".into() };
+        assert_eq!(renamed.describe(), "Passkey \u{201c}Laptop\u{201d} renamed to \u{201c}Work laptop\u{201d}");
+        let removed = AuditEvent::PasskeyRemoved { name: "Phone".into() };
+        assert_eq!(
+            (removed.kind(), removed.describe().as_str()),
+            ("passkey_removed", "Passkey \u{201c}Phone\u{201d} removed")
+        );
+        let json = serde_json::to_string(&renamed).unwrap_or_default();
+        assert_eq!(json, r#"{"type":"passkey_renamed","old_name":"Laptop","name":"Work laptop"}"#);
+    }
+
+    #[test]
+    fn sign_in_warnings_say_why() {
+        let w = AuditEvent::SignInWarning {
+            event: "new_device".into(),
+            reason: "First sign-in from Firefox on Windows, just now".into(),
+        };
+        assert_eq!(
+            (w.kind(), w.describe().as_str()),
+            ("sign_in_warning", "Sign-in warning: First sign-in from Firefox on Windows, just now")
+        );
+        let json = serde_json::to_string(&w).unwrap_or_default();
+        assert_eq!(
+            json,
+            r#"{"type":"sign_in_warning","event":"new_device","reason":"First sign-in from Firefox on Windows, just now"}"#
+        );
+        // The record's own flattened `event` field does not clash with the warning's.
+        let r = AuditRecord { at: 1, ip: None, session_id: Some("s".into()), device: None, event: w };
+        assert_eq!(AuditRecord::from_json(&r.to_json()), Some(r));
     }
 }

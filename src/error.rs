@@ -29,10 +29,18 @@ pub enum GatewayError {
     #[error("Too many wrong codes. Try again in {} minutes.", .0.div_ceil(60))]
     TooManyCodes(u64),
     /// A sensitive route or action and no re-authentication within `max_age` (seconds).
-    #[error("This needs you to confirm it's you again (a code from your authenticator app, or your password).")]
+    #[error(
+        "This needs you to confirm it's you again (a passkey, a code from your authenticator app, or your password)."
+    )]
     ElevationRequired { max_age: u64 },
     #[error("That code is not right, or it was already used. Wait for the next code and try again.")]
     BadCode,
+    /// A passkey ceremony that did not prove anything (the message says why, safe to show).
+    #[error("{0}")]
+    PasskeyRefused(String),
+    /// `[passkeys]` is not configured.
+    #[error("Passkeys are not enabled on this gateway.")]
+    PasskeysNotEnabled,
     /// A malformed, unknown, revoked or expired API key (the message says which).
     #[error("{0}")]
     BadApiKey(&'static str),
@@ -59,11 +67,12 @@ impl GatewayError {
             | GatewayError::BadCredentials
             | GatewayError::ElevationRequired { .. }
             | GatewayError::BadCode
+            | GatewayError::PasskeyRefused(_)
             | GatewayError::BadApiKey(_)
             | GatewayError::ApiKeyNotAccepted(_)
             | GatewayError::ApiKeyMisplaced => 401,
             GatewayError::CsrfRejected | GatewayError::Forbidden(_) => 403,
-            GatewayError::NotFound => 404,
+            GatewayError::NotFound | GatewayError::PasskeysNotEnabled => 404,
             GatewayError::MethodNotAllowed(_) => 405,
             GatewayError::Conflict(_) => 409,
             GatewayError::PayloadTooLarge => 413,
@@ -92,6 +101,8 @@ impl GatewayError {
             GatewayError::TooManyAttempts(_) | GatewayError::TooManyCodes(_) => "too_many_attempts",
             GatewayError::ElevationRequired { .. } => "elevation_required",
             GatewayError::BadCode => "invalid_code",
+            GatewayError::PasskeyRefused(_) => "passkey_refused",
+            GatewayError::PasskeysNotEnabled => "passkeys_not_enabled",
             GatewayError::BadApiKey(_) => "invalid_api_key",
             GatewayError::ApiKeyNotAccepted(_) => "api_key_not_accepted",
             GatewayError::ApiKeyMisplaced => "api_key_misplaced",

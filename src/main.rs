@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use dalea_gateway::auth::{password, UserDirectory};
-use dalea_gateway::client_info::ClientInfoResolver;
+use dalea_gateway::client_info::{ClientInfoError, ClientInfoResolver};
 use dalea_gateway::clock::SystemClock;
 use dalea_gateway::config::{Config, Overrides};
 
@@ -140,8 +140,16 @@ fn check_config(path: &std::path::Path) -> Result<(), String> {
     let config = Config::load(path, &Overrides::default()).map_err(|e| e.to_string())?;
     UserDirectory::load(&config.users.file).map_err(|e| format!("users.file: {}", config.users.annotate(e)))?;
     let info = &config.client_info;
-    ClientInfoResolver::new(info.trusted_proxies.clone(), info.geoip_database.as_deref())
-        .map_err(|e| format!("client_info.geoip_database: {e}"))?;
+    match ClientInfoResolver::new(info.trusted_proxies.clone(), info.geoip_database.as_deref()) {
+        Ok(_) => {}
+        // What `serve` does too: run without locations (and without location warnings).
+        Err(e @ ClientInfoError::GeoIpOpen { .. }) if info.geoip_optional => eprintln!(
+            "{}: note: client_info.geoip_database: {e}; geoip_optional is set, so the gateway will run without \
+             locations and without location warnings",
+            path.display()
+        ),
+        Err(e) => return Err(format!("client_info.geoip_database: {e}")),
+    }
     if config.secrets == dalea_gateway::config::KeySource::Missing {
         eprintln!(
             "{}: note: secrets.encryption_key is not set, so people cannot set up an authenticator app \

@@ -1,6 +1,7 @@
 //! Assembles the pingora server from a [`Config`]: the proxy listener, the admin listener
 //! (`/healthz`, `/readyz`), the whoami demo upstream and the background services (activity
-//! flusher, expiry sweeper). `main` and the integration tests both start the gateway here.
+//! flusher, expiry sweeper, sign-in notice webhook). `main` and the integration tests both
+//! start the gateway here.
 
 use std::sync::Arc;
 
@@ -98,6 +99,10 @@ pub fn build_with_store(config: Config, clock: Arc<dyn Clock>, stores: Stores) -
     }
     if let Some(whoami) = whoami {
         server.add_service(background_service("whoami", whoami));
+    }
+    // The sign-in notice webhook: sign-ins only queue notices, this delivers them.
+    if let Some(notifier) = state.vigilance.notifier() {
+        server.add_service(background_service("notify", notifier.clone()));
     }
     server.add_service(background_service(
         "activity",

@@ -19,6 +19,7 @@ use crate::clock::{millis, Clock, Millis};
 use crate::config::{Config, KeySource, StoreKind};
 use crate::metrics::{MeteredStore, Metrics, Snapshot};
 use crate::pages::templates::Templates;
+use crate::passkeys::{PasskeyService, PasskeyStore};
 use crate::pending::PendingStore;
 use crate::proxy::routes::RouteTable;
 use crate::secrets::SecretKey;
@@ -30,6 +31,7 @@ use crate::session::manager::SessionManager;
 use crate::session::redis::RedisStore;
 use crate::session::revocation::NoticeLog;
 use crate::session::store::{SessionStore, StoreError};
+use crate::vigilance::{HistoryStore, Notifier, Vigilance};
 
 /// The store the config asks for, seen through its traits.
 #[derive(Clone)]
@@ -44,6 +46,10 @@ pub struct Stores {
     pub links: Arc<dyn LinkStore>,
     /// People the gateway created (sign-in providers, `unknown_people = "create"`).
     pub people: Arc<dyn PeopleStore>,
+    /// Registered passkeys.
+    pub passkeys: Arc<dyn PasskeyStore>,
+    /// People's sign-in histories (devices and places seen), for the warning flags.
+    pub history: Arc<dyn HistoryStore>,
     /// Notices published through a shared store (`None` for the embedded store).
     pub notices: Option<Arc<NoticeLog>>,
 }
@@ -59,7 +65,9 @@ pub fn open_store(config: &Config) -> anyhow::Result<Stores> {
                 api_keys: store.clone(),
                 pending: store.clone(),
                 links: store.clone(),
-                people: store,
+                people: store.clone(),
+                passkeys: store.clone(),
+                history: store,
                 notices: None,
             }
         }
@@ -74,7 +82,9 @@ pub fn open_store(config: &Config) -> anyhow::Result<Stores> {
                 api_keys: store.clone(),
                 pending: store.clone(),
                 links: store.clone(),
-                people: store,
+                people: store.clone(),
+                passkeys: store.clone(),
+                history: store,
                 notices,
             }
         }
@@ -132,6 +142,10 @@ pub struct AppState {
     pub people: Arc<dyn PeopleStore>,
     /// Created people recently read from `people`, for [`AppState::person`].
     pub created_people: PersonCache,
+    /// Registered passkeys (same store).
+    pub passkey_store: Arc<dyn PasskeyStore>,
+    /// Passkey ceremonies (`[passkeys]`); `None` when passkeys are not configured.
+    pub passkeys: Option<PasskeyService>,
     /// Encrypts TOTP secrets at rest; `None` when not configured (TOTP unavailable).
     pub secret_key: Option<SecretKey>,
     /// The users file, reloaded when it changes.
@@ -148,6 +162,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Notices this process published through a shared store.
     pub notices: Option<Arc<NoticeLog>>,
+    /// The sessions list's warning flags and the sign-in notices (`[vigilance]`, `[notify]`).
+    pub vigilance: Arc<Vigilance>,
 }
 
 impl AppState {
@@ -169,10 +185,12 @@ impl AppState {
         let users = Arc::new(Users::new(
             UserDirectory::load(&config.users.file).map_err(|e| anyhow::Error::msg(config.users.annotate(e)))?,
         ));
-        let client_info = ClientInfoResolver::new(
-            config.client_info.trusted_proxies.clone(),
-            config.client_info.geoip_database.as_deref(),
-        )?;
+        let info = &config.client_info;
+        let client_info = if info.geoip_optional {
+            ClientInfoResolver::new_geoip_optional(info.trusted_proxies.clone(), info.geoip_database.as_deref())?
+        } else {
+            ClientInfoResolver::new(info.trusted_proxies.clone(), info.geoip_database.as_deref())?
+        };
         let routes = RouteTable::new(&config, whoami).map_err(anyhow::Error::msg)?;
         let route_names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
         let metrics = Arc::new(Metrics::new(&route_names));
@@ -209,6 +227,9 @@ impl AppState {
         let throttle = Arc::new(CountedRejections { inner: throttle, metrics: metrics.clone() });
         let cookies = CookieJar::new(&config.session.cookie_name, config.session.cookie_secure);
         let oauth = OAuthClients::new(&config.oauth)?;
+        let passkeys = config.passkeys.as_ref().map(PasskeyService::new).transpose()?;
+        let notifier = config.notify.clone().map(Notifier::new).transpose()?;
+        let vigilance = Arc::new(Vigilance::new(stores.history, &config.vigilance, notifier));
         Ok(Arc::new(AppState {
             sessions,
             accounts: stores.accounts,
@@ -217,6 +238,8 @@ impl AppState {
             links: stores.links,
             people: stores.people,
             created_people: PersonCache::new(CACHE_CAPACITY),
+            passkey_store: stores.passkeys,
+            passkeys,
             secret_key,
             users,
             passwords: PasswordVerifierPool::new(4),
@@ -229,6 +252,7 @@ impl AppState {
             config,
             metrics,
             notices: stores.notices,
+            vigilance,
         }))
     }
 }
@@ -319,6 +343,7 @@ impl AppState {
             sessions_active: self.sessions.cache.count(|c| now - c.last_active() <= window),
             notices_sent: self.notices.as_ref().map_or(0, |n| n.sent()),
             subscribed: self.config.store.redis.as_ref().map(|_| self.sessions.cache.is_trusted()),
+            webhook: self.vigilance.notifier().map(Notifier::counts).unwrap_or_default(),
         };
         self.metrics.scrape(&snap)
     }

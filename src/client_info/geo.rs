@@ -13,8 +13,11 @@ use serde::Serialize;
 use super::ClientInfoError;
 
 /// Where an IP address approximately is. Each part may be missing (a Country database has no
-/// cities; some records carry only a country).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// cities, regions or coordinates; some records carry only a country).
+///
+/// Only city and country are serialised (the sessions JSON); the region and coordinates are for
+/// the warning flags (`crate::vigilance`), which compare places and distances.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Location {
     /// "London".
     pub city: Option<String>,
@@ -22,6 +25,43 @@ pub struct Location {
     pub country: Option<String>,
     /// ISO 3166-1 alpha-2, "GB".
     pub country_code: Option<String>,
+    /// The largest subdivision's ISO 3166-2 code without the country part: "CA" for
+    /// California (US-CA), "ENG" for England (GB-ENG). Upper case, 1 to 3 letters or digits.
+    #[serde(skip)]
+    pub region_code: Option<String>,
+    /// The largest subdivision's English name: "California".
+    #[serde(skip)]
+    pub region: Option<String>,
+    /// Approximate coordinates, in degrees (both or neither; always in range).
+    #[serde(skip)]
+    pub latitude: Option<f64>,
+    #[serde(skip)]
+    pub longitude: Option<f64>,
+    /// The database's accuracy radius around the coordinates, in km (MaxMind: the device is
+    /// within it with 67% confidence). None when the record has no coordinates.
+    #[serde(skip)]
+    pub accuracy_radius_km: Option<u16>,
+}
+
+impl Location {
+    /// A location with only the parts the sessions page shows (no region, no coordinates).
+    pub fn named(city: Option<&str>, country: Option<&str>, country_code: Option<&str>) -> Location {
+        Location {
+            city: city.map(str::to_owned),
+            country: country.map(str::to_owned),
+            country_code: country_code.map(str::to_owned),
+            region_code: None,
+            region: None,
+            latitude: None,
+            longitude: None,
+            accuracy_radius_km: None,
+        }
+    }
+
+    /// The coordinates and accuracy radius (km), when the record has coordinates.
+    pub fn coordinates(&self) -> Option<(f64, f64, Option<u16>)> {
+        Some((self.latitude?, self.longitude?, self.accuracy_radius_km))
+    }
 }
 
 pub(super) struct GeoDb {
@@ -64,13 +104,53 @@ impl GeoDb {
             }
         };
         let text = |s: Option<&str>| s.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        let region = record.subdivisions.first();
+        let (latitude, longitude) = coordinates(record.location.latitude, record.location.longitude).unzip();
         let location = Location {
             city: text(record.city.names.english),
             country: text(record.country.names.english),
             country_code: text(record.country.iso_code),
+            region_code: region.and_then(|r| region_code(r.iso_code)),
+            region: region.and_then(|r| text(r.names.english)),
+            latitude,
+            longitude,
+            accuracy_radius_km: latitude.and(record.location.accuracy_radius),
         };
         let empty = location.city.is_none() && location.country.is_none() && location.country_code.is_none();
         (!empty).then_some(location)
+    }
+}
+
+/// Latitude and longitude when both are present, finite and in range.
+fn coordinates(latitude: Option<f64>, longitude: Option<f64>) -> Option<(f64, f64)> {
+    let (lat, lon) = (latitude?, longitude?);
+    ((-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon)).then_some((lat, lon))
+}
+
+/// An ISO 3166-2 subdivision code as MaxMind stores it ("CA", "ENG"): 1 to 3 ASCII letters or
+/// digits, upper-cased. Anything else is dropped.
+fn region_code(code: Option<&str>) -> Option<String> {
+    let code = code?.trim();
+    let ok = (1..=3).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric());
+    ok.then(|| code.to_ascii_uppercase())
+}
+
+impl super::ClientInfoResolver {
+    /// As [`ClientInfoResolver::new`](super::ClientInfoResolver::new), for a GeoIP database the
+    /// operator marked optional (`client_info.geoip_optional`): when it cannot be opened, the
+    /// reason is logged and the resolver runs without locations (no location is shown and no
+    /// location warning is raised) instead of failing start-up.
+    pub fn new_geoip_optional(
+        trusted_proxies: Vec<ipnet::IpNet>,
+        geoip_database: Option<&Path>,
+    ) -> Result<Self, ClientInfoError> {
+        match Self::new(trusted_proxies.clone(), geoip_database) {
+            Err(e @ ClientInfoError::GeoIpOpen { .. }) => {
+                tracing::warn!(error = %e, "running without locations: the optional GeoIP database did not load");
+                Self::new(trusted_proxies, None)
+            }
+            other => other,
+        }
     }
 }
 
@@ -110,6 +190,22 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coordinates_and_region_codes_are_checked() {
+        assert_eq!(coordinates(Some(51.5), Some(-0.12)), Some((51.5, -0.12)));
+        assert_eq!(coordinates(Some(-90.0), Some(180.0)), Some((-90.0, 180.0)));
+        for (lat, lon) in [(Some(91.0), Some(0.0)), (Some(0.0), Some(-180.5)), (Some(f64::NAN), Some(0.0))] {
+            assert_eq!(coordinates(lat, lon), None, "{lat:?} {lon:?}");
+        }
+        assert_eq!(coordinates(Some(10.0), None), None);
+        assert_eq!(coordinates(None, Some(10.0)), None);
+        assert_eq!(region_code(Some("ca")).as_deref(), Some("CA"));
+        assert_eq!(region_code(Some(" ENG ")).as_deref(), Some("ENG"));
+        for odd in ["", "CALI", "C-A", "é", " "] {
+            assert_eq!(region_code(Some(odd)), None, "{odd:?}");
+        }
+    }
 
     #[test]
     fn public_and_non_public_addresses() {

@@ -8,7 +8,7 @@ use super::*;
 #[path = "../../tests/support/mmdb.rs"]
 pub(super) mod mmdb;
 
-use mmdb::{City, MmdbWriter, Value};
+use mmdb::{City, Geo, MmdbWriter, Value};
 
 const LONDON: City<'static> = City { city_en: Some("London"), country_en: Some("United Kingdom"), iso: Some("GB") };
 const LINKOPING: City<'static> = City { city_en: Some("Linköping"), country_en: Some("Sweden"), iso: Some("SE") };
@@ -21,12 +21,21 @@ pub(super) fn open(path: &Path) -> ClientInfoResolver {
     ClientInfoResolver::new(Vec::new(), Some(path)).unwrap()
 }
 
-pub(super) fn place(city: Option<&str>, country: &str, code: &str) -> Option<Location> {
-    Some(Location {
-        city: city.map(str::to_owned),
-        country: Some(country.to_owned()),
-        country_code: Some(code.to_owned()),
-    })
+/// The place the sessions page would show: `r.locate(ip) == place(..)` compares city, country
+/// and code only, whatever region and coordinates the record carries as well.
+pub(super) fn place(city: Option<&str>, country: &str, code: &str) -> Named {
+    Named(Some(Location::named(city, Some(country), Some(code))))
+}
+
+/// See [`place`].
+#[derive(Debug)]
+pub(super) struct Named(Option<Location>);
+
+impl PartialEq<Named> for Option<Location> {
+    fn eq(&self, other: &Named) -> bool {
+        let shown = |l: &Location| (l.city.clone(), l.country.clone(), l.country_code.clone());
+        self.as_ref().map(shown) == other.0.as_ref().map(shown)
+    }
 }
 
 fn sample_db(record_size: u16) -> MmdbWriter {
@@ -125,7 +134,8 @@ fn odd_records_give_no_location_and_never_panic() {
     for n in 0..5 {
         assert_eq!(r.locate(ip(&format!("1.0.{n}.1"))), None, "record {n}");
     }
-    let code_only = Location { city: None, country: None, country_code: Some("JP".into()) };
+    // A latitude without a longitude is no coordinates (nor an accuracy radius).
+    let code_only = Location::named(None, None, Some("JP"));
     assert_eq!(r.locate(ip("1.0.5.1")), Some(code_only));
 
     // Damage every byte of the data section in turn: opening or looking up may fail, but
@@ -159,4 +169,76 @@ fn unopenable_databases_are_errors_naming_the_path() {
         assert!(matches!(err, ClientInfoError::GeoIpOpen { .. }), "{err:?}");
         assert!(err.to_string().contains(&path.display().to_string()), "{err}");
     }
+}
+
+#[test]
+fn regions_and_coordinates_come_with_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("geo.mmdb");
+    let sf = City { city_en: Some("San Francisco"), country_en: Some("United States"), iso: Some("US") };
+    MmdbWriter::new("GeoIP2-City")
+        .insert(
+            "2001:480:10::/48".parse().unwrap(),
+            Geo { city: sf, region: Some(("ca", "California")), at: Some((37.77, -122.42, 20)) },
+        )
+        .insert(
+            "81.2.69.0/24".parse().unwrap(),
+            Geo { city: LONDON, region: Some(("ENG", "England")), at: Some((51.5, -0.12, 100)) },
+        )
+        // Out-of-range coordinates and an odd subdivision code are dropped, not trusted.
+        .insert(
+            "1.0.6.0/24".parse().unwrap(),
+            Geo { city: LINKOPING, region: Some(("TOO-LONG", "Östergötland")), at: Some((91.0, 15.6, 50)) },
+        )
+        .write(&path)
+        .unwrap();
+    let r = open(&path);
+    let us = r.locate(ip("2001:480:10::1")).unwrap();
+    assert_eq!((us.region_code.as_deref(), us.region.as_deref()), (Some("CA"), Some("California")));
+    assert_eq!(us.coordinates(), Some((37.77, -122.42, Some(20))));
+    let gb = r.locate(ip("81.2.69.160")).unwrap();
+    assert_eq!(gb.coordinates(), Some((51.5, -0.12, Some(100))));
+    assert_eq!(gb.region_code.as_deref(), Some("ENG"));
+    let se = r.locate(ip("1.0.6.1")).unwrap();
+    assert_eq!((se.coordinates(), se.accuracy_radius_km), (None, None));
+    assert_eq!((se.region_code.as_deref(), se.region.as_deref()), (None, Some("Östergötland")));
+    // The JSON the sessions API shows is unchanged: city and country only.
+    let json = serde_json::to_value(&us).unwrap();
+    assert_eq!(json, serde_json::json!({"city": "San Francisco", "country": "United States", "country_code": "US"}));
+}
+
+#[test]
+fn an_optional_database_that_does_not_load_means_no_locations() {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("corrupt.mmdb");
+    std::fs::write(&corrupt, b"not a database").unwrap();
+    let missing = dir.path().join("missing.mmdb");
+    for path in [&corrupt, &missing] {
+        let r = ClientInfoResolver::new_geoip_optional(Vec::new(), Some(path)).unwrap();
+        assert!(!r.has_geoip());
+        assert_eq!(r.locate(ip("81.2.69.160")), None);
+    }
+    let good = dir.path().join("good.mmdb");
+    sample_db(28).write(&good).unwrap();
+    let r = ClientInfoResolver::new_geoip_optional(Vec::new(), Some(&good)).unwrap();
+    assert!(r.has_geoip());
+    assert!(!ClientInfoResolver::new_geoip_optional(Vec::new(), None).unwrap().has_geoip());
+}
+
+/// MaxMind's own test database, when /work/shared's data is present (see `corpus_tests.rs`):
+/// the region and coordinates of a real City record.
+#[test]
+fn maxmind_city_records_carry_regions_and_coordinates_when_present() {
+    let dir = match std::env::var_os("DALEA_SHARED_DATA") {
+        Some(d) if !d.is_empty() => std::path::PathBuf::from(d),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"),
+    };
+    let path = dir.join("geoip/GeoIP2-City-Test.mmdb");
+    if !path.exists() {
+        eprintln!("SKIPPED: {} not found (set DALEA_SHARED_DATA)", path.display());
+        return;
+    }
+    let london = open(&path).locate(ip("81.2.69.160")).unwrap();
+    assert_eq!((london.region_code.as_deref(), london.region.as_deref()), (Some("ENG"), Some("England")));
+    assert_eq!(london.coordinates(), Some((51.5142, -0.0931, Some(100))));
 }

@@ -46,6 +46,7 @@ const SCHEMA: &[(&str, &str, Kind)] = &[
     ("session", "sweep_interval", Kind::Str),
     ("client_info", "trusted_proxies", Kind::StrList),
     ("client_info", "geoip_database", Kind::Str),
+    ("client_info", "geoip_optional", Kind::Bool),
     ("users", "file", Kind::Str),
     ("elevation", "max_age", Kind::Str),
     ("rate_limit", "window", Kind::Str),
@@ -60,6 +61,19 @@ const SCHEMA: &[(&str, &str, Kind)] = &[
     ("oauth", "unknown_people", Kind::Str),
     ("oauth", "allowed_domains", Kind::StrList),
     ("oauth", "allowed_emails", Kind::StrList),
+    ("passkeys", "origin", Kind::Str),
+    ("passkeys", "rp_id", Kind::Str),
+    ("passkeys", "rp_name", Kind::Str),
+    ("vigilance", "long_lived_after", Kind::Str),
+    ("vigilance", "usual_place_sign_ins", Kind::Int),
+    ("vigilance", "remember_devices", Kind::Int),
+    ("vigilance", "remember_places", Kind::Int),
+    ("notify", "webhook", Kind::Str),
+    ("notify", "secret_file", Kind::Str),
+    ("notify", "secret_env", Kind::Str),
+    ("notify", "timeout", Kind::Str),
+    ("notify", "max_attempts", Kind::Int),
+    ("notify", "retry_backoff", Kind::Str),
 ];
 
 /// Sections that are arrays of tables and therefore cannot be set from the environment.

@@ -9,8 +9,10 @@ use serde::Deserialize;
 
 use super::duration::deserialize_text as duration_text;
 use super::oauth::OAuthFile;
+use super::passkeys::PasskeysFile;
 use super::security::{ElevationFile, RateLimitFile, SecretsFile};
 use super::store::StoreFile;
+use super::vigilance::{NotifyFile, VigilanceFile};
 use super::ConfigError;
 
 /// The whole file. Every section but `[users]` may be left out.
@@ -37,6 +39,12 @@ pub(super) struct FileConfig {
     pub(super) secrets: SecretsFile,
     #[serde(default)]
     pub(super) oauth: OAuthFile,
+    #[serde(default)]
+    pub(super) passkeys: PasskeysFile,
+    #[serde(default)]
+    pub(super) vigilance: VigilanceFile,
+    #[serde(default)]
+    pub(super) notify: NotifyFile,
     /// Required; `None` is reported by validation as `users.file`.
     pub(super) users: Option<UsersFile>,
 }
@@ -98,6 +106,7 @@ impl Default for SessionFile {
 pub(super) struct ClientInfoFile {
     pub(super) trusted_proxies: Vec<String>,
     pub(super) geoip_database: Option<String>,
+    pub(super) geoip_optional: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -11,12 +11,14 @@ mod duration;
 mod env;
 mod file;
 mod oauth;
+mod passkeys;
 mod routing;
 mod security;
 mod store;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod vigilance;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,8 +27,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use duration::{format_duration, parse_duration};
-pub use oauth::{ClientSecret, OAuthConfig, ProviderConfig, ProviderKind, UnknownPeople};
+pub use oauth::{is_loopback, ClientSecret, OAuthConfig, ProviderConfig, ProviderKind, UnknownPeople};
+pub use passkeys::{PasskeysConfig, DEFAULT_RP_NAME};
 pub use security::{check_key, ElevationConfig, KeySource, RateLimitConfig, GENERATED_KEY_FILE};
+pub use vigilance::{NotifyConfig, VigilanceConfig, WebhookSecret};
 
 /// The hard cap on `session.idle_timeout` from the product contract: 30 idle days.
 pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -47,6 +51,12 @@ pub struct Config {
     pub secrets: KeySource,
     /// Sign-in through Google, Microsoft, GitHub and OpenID Connect providers.
     pub oauth: OAuthConfig,
+    /// Passkeys (WebAuthn): `None` when `[passkeys] origin` is not set (passkeys are off).
+    pub passkeys: Option<PasskeysConfig>,
+    /// The warning flags on the sessions list.
+    pub vigilance: VigilanceConfig,
+    /// The sign-in notice webhook: `None` when `[notify] webhook` is not set.
+    pub notify: Option<NotifyConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +154,9 @@ pub struct ClientInfoConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// MaxMind City/Country database for approximate locations.
     pub geoip_database: Option<PathBuf>,
+    /// A database that is missing or does not load is logged and the gateway runs without
+    /// locations, instead of refusing to start.
+    pub geoip_optional: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

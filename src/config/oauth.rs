@@ -365,17 +365,23 @@ fn origin(key: &str, value: &str) -> Result<String, ConfigError> {
     Ok(url)
 }
 
+/// Whether `url`'s host is this machine (`localhost` or a loopback address): the only hosts a
+/// provider may be reached on over plain `http://`.
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// A provider URL: `https://`, or `http://` to a loopback host (a provider on this machine,
 /// e.g. in tests). No trailing slash.
 fn endpoint(key: &str, value: &str) -> Result<String, ConfigError> {
     let url =
         url::Url::parse(value.trim()).map_err(|e| ConfigError::new(key, format!("{value:?} is not a URL: {e}")))?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
+    let loopback = is_loopback(&url);
     match url.scheme() {
         "https" => {}
         "http" if loopback => {}

@@ -8,6 +8,7 @@ use super::*;
 
 mod layering;
 mod oauth;
+mod passkeys;
 mod routing;
 mod store;
 mod store_env;

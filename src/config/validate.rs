@@ -13,9 +13,11 @@ use ipnet::IpNet;
 use super::duration::{format_duration, parse_duration};
 use super::file::{ClientInfoFile, FileConfig, ServerFile, SessionFile};
 use super::oauth::oauth;
+use super::passkeys::passkeys;
 use super::routing::{routes, upstreams};
 use super::security::{elevation, rate_limit, secrets};
 use super::store::store;
+use super::vigilance::{notify, vigilance};
 use super::*;
 
 const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
@@ -42,6 +44,9 @@ impl FileConfig {
         let rate_limit = rate_limit(self.rate_limit)?;
         let secrets = secrets(self.secrets, base, store.kind, &store.path)?;
         let oauth = oauth(self.oauth, base)?;
+        let passkeys = passkeys(self.passkeys)?;
+        let vigilance = vigilance(self.vigilance)?;
+        let notify = notify(self.notify, base, &|var: &str| std::env::var(var).ok())?;
         Ok(Config {
             server,
             store,
@@ -54,6 +59,9 @@ impl FileConfig {
             rate_limit,
             secrets,
             oauth,
+            passkeys,
+            vigilance,
+            notify,
         })
     }
 }
@@ -176,13 +184,14 @@ fn client_info(c: ClientInfoFile, base: &Path) -> Result<ClientInfoConfig, Confi
         Some(raw) => {
             let key = "client_info.geoip_database";
             let path = base.join(non_empty(key, &raw)?);
-            if !path.is_file() {
+            // An optional database is checked when the gateway starts (and skipped then if bad).
+            if !path.is_file() && !c.geoip_optional {
                 return Err(ConfigError::new(key, format!("the GeoIP database file {} is missing", path.display())));
             }
             Some(path)
         }
     };
-    Ok(ClientInfoConfig { trusted_proxies, geoip_database })
+    Ok(ClientInfoConfig { trusted_proxies, geoip_database, geoip_optional: c.geoip_optional })
 }
 
 fn non_empty<'a>(key: &str, raw: &'a str) -> Result<&'a str, ConfigError> {

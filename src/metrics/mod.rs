@@ -20,6 +20,8 @@ use prometheus::{
 
 pub use store::MeteredStore;
 
+use crate::vigilance::notify::NotifyCounts;
+
 /// What the proxy decided for a request to a route (`decision` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecisionKind {
@@ -61,14 +63,16 @@ pub const LANES: [&str; 2] = ["sessions", "api_keys"];
 /// `kind` label values of received revocation notices.
 const NOTICE_KINDS: [&str; 4] = ["revoked", "changed", "api_key_revoked", "malformed"];
 /// Sign-in methods known at start-up (`method` label of sign-ins).
-const SIGNIN_METHODS: [&str; 1] = ["password"];
+const SIGNIN_METHODS: [&str; 2] = ["password", "passkey"];
 /// `refused`: a provider's identity that the `[oauth]` rules let in as no one; `cancelled`: the
 /// person said no at the provider.
 const SIGNIN_OUTCOMES: [&str; 6] = ["success", "failure", "throttled", "error", "refused", "cancelled"];
-const ELEVATION_METHODS: [&str; 2] = ["totp", "password"];
+const ELEVATION_METHODS: [&str; 3] = ["totp", "passkey", "password"];
 const ELEVATION_OUTCOMES: [&str; 3] = ["success", "failure", "throttled"];
 /// `limit` label values: the throttle rules' kinds.
 const LIMITS: [&str; 2] = ["signin", "totp"];
+/// `result` label values of sign-in notices sent to the `[notify]` webhook.
+const WEBHOOK_RESULTS: [&str; 3] = ["delivered", "failed", "dropped"];
 /// How recent a request must be for its session to count as active.
 pub const ACTIVE_WINDOW: Duration = Duration::from_secs(300);
 
@@ -179,6 +183,14 @@ impl RevocationMetrics {
     }
 }
 
+/// The sign-in notice webhook (`[notify]`), brought up to date at scrape time from the
+/// notifier's own running totals.
+struct WebhookMetrics {
+    /// In [`WEBHOOK_RESULTS`] order.
+    notices: [IntCounter; 3],
+    retries: IntCounter,
+}
+
 /// Every metric of one gateway, in its own registry (several gateways in one process — the
 /// integration tests — do not share counters).
 pub struct Metrics {
@@ -194,6 +206,7 @@ pub struct Metrics {
     pub revocation: RevocationMetrics,
     sessions_active: IntGauge,
     pub auth: AuthMetrics,
+    webhook: WebhookMetrics,
 }
 
 /// Registers `metric` and hands it back.
@@ -387,6 +400,24 @@ impl Metrics {
         touch_all(&auth.elevations, &[&ELEVATION_METHODS, &ELEVATION_OUTCOMES]);
         touch_all(&auth.rate_limited, &[&LIMITS]);
 
+        let notices = counter_vec(
+            &r,
+            "dalea_notify_webhook_notices_total",
+            "Sign-in notices (new device, unusual place) for the [notify] webhook by result: delivered (2xx), failed (refused, or out of attempts), dropped (the queue was full, or the gateway stopped first).",
+            &["result"],
+        );
+        let webhook = WebhookMetrics {
+            notices: WEBHOOK_RESULTS.map(|result| notices.with_label_values(&[result])),
+            retries: reg(
+                &r,
+                IntCounter::new(
+                    "dalea_notify_webhook_retries_total",
+                    "Webhook delivery attempts after a notice's first (network errors, timeouts, 408, 429, 5xx).",
+                )
+                .expect("valid metric"),
+            ),
+        };
+
         let store = store::StoreMetrics::register(&r);
         Metrics {
             registry: r,
@@ -401,6 +432,7 @@ impl Metrics {
             revocation,
             sessions_active,
             auth,
+            webhook,
         }
     }
 
@@ -445,6 +477,8 @@ pub struct Snapshot {
     pub notices_sent: u64,
     /// Whether revocation notices are arriving; `None` without a shared store (nothing to miss).
     pub subscribed: Option<bool>,
+    /// The webhook notifier's running totals (all zero without `[notify]`).
+    pub webhook: NotifyCounts,
 }
 
 impl Metrics {
@@ -461,7 +495,20 @@ impl Metrics {
             self.revocation.sent.inc_by(snap.notices_sent - sent);
         }
         self.revocation.subscribed.set(i64::from(snap.subscribed.unwrap_or(true)));
+        let w = &snap.webhook;
+        for (counter, total) in self.webhook.notices.iter().zip([w.delivered, w.failed, w.dropped]) {
+            catch_up(counter, total);
+        }
+        catch_up(&self.webhook.retries, w.retries);
         self.render()
+    }
+}
+
+/// Moves `counter` up to `total`, a running total kept elsewhere (never down).
+fn catch_up(counter: &IntCounter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
     }
 }
 

@@ -37,6 +37,8 @@ fn every_family_and_known_label_value_is_exported_at_zero_from_start() {
         r#"dalea_signins_total{method="oauth:corp",outcome="cancelled"}"#,
         r#"dalea_elevations_total{method="totp",outcome="failure"}"#,
         r#"dalea_rate_limit_rejections_total{limit="totp"}"#,
+        r#"dalea_notify_webhook_notices_total{result="dropped"}"#,
+        "dalea_notify_webhook_retries_total",
     ] {
         assert_eq!(sample(&text, series), Some(0.0), "{series} missing or not zero in:\n{text}");
     }
@@ -94,6 +96,7 @@ fn scrape_time_values_are_taken_from_the_snapshot() {
         sessions_active: 3,
         notices_sent: sent,
         subscribed: Some(true),
+        webhook: NotifyCounts { queued: sent + 1, delivered: sent, failed: 1, dropped: 2, retries: 3 * sent },
     };
     m.scrape(&snap(4));
     let text = m.scrape(&snap(9));
@@ -103,6 +106,10 @@ fn scrape_time_values_are_taken_from_the_snapshot() {
     assert_eq!(get("dalea_sessions_active"), Some(3.0));
     assert_eq!(get("dalea_revocation_notices_sent_total"), Some(9.0), "a running total, not the sum of scrapes");
     assert_eq!(get("dalea_revocation_subscribed"), Some(1.0));
+    assert_eq!(get(r#"dalea_notify_webhook_notices_total{result="delivered"}"#), Some(9.0));
+    assert_eq!(get(r#"dalea_notify_webhook_notices_total{result="failed"}"#), Some(1.0));
+    assert_eq!(get(r#"dalea_notify_webhook_notices_total{result="dropped"}"#), Some(2.0));
+    assert_eq!(get("dalea_notify_webhook_retries_total"), Some(27.0));
 }
 
 /// Every metric name a query of a shipped dashboard uses (histogram series mapped to their family).

@@ -99,7 +99,7 @@ pub async fn page(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
             device: r.device,
             this_session: r.session_id.as_deref() == Some(current.as_str()),
             session_id: r.session_id,
-            warning: matches!(r.event.kind(), "sign_in_failed" | "elevation_failed"),
+            warning: matches!(r.event.kind(), "sign_in_failed" | "elevation_failed" | "sign_in_warning"),
         })
         .collect();
     let page = AuditPage {

@@ -1,12 +1,13 @@
 //! Confirm it's you: the elevation page (`/.dalea/elevate?rd=`) and `POST /.dalea/api/elevate`.
-//! A TOTP code for people who have one, the password for people who have no second factor.
-//! Success rotates the session token (a new cookie) and goes back to `rd`.
+//! A TOTP code or a passkey for people who have them (the passkey ceremony's endpoints are in
+//! `passkeys.rs`), the password for people who have no second factor. Success rotates the
+//! session token (a new cookie) and goes back to `rd`.
 
 use pingora::proxy::Session;
 use serde::{Deserialize, Serialize};
 
 use super::signin::set_cookie_for;
-use super::{guard, query_param, redirect, UserView};
+use super::{guard, passkeys, query_param, redirect, UserView};
 use crate::account::audit_log::{self, Actor};
 use crate::account::password as account_password;
 use crate::account::totp::{self as account_totp, CodeCheck};
@@ -17,7 +18,6 @@ use crate::error::GatewayError;
 use crate::proxy::ctx::{Identity, RequestCtx};
 use crate::proxy::respond::Reply;
 use crate::session::manager::Proof;
-use crate::session::ElevationMethod;
 use crate::state::AppState;
 
 #[derive(Serialize)]
@@ -25,16 +25,28 @@ struct ElevatePage<'a> {
     user: UserView<'a>,
     csrf_token: &'a str,
     rd: &'a str,
-    /// "totp" or "password": what this person confirms with.
+    /// "totp", "passkey" or "password": what this person's form confirms with.
     method: &'static str,
+    /// They may also (or only) confirm with a passkey: the origin passkeys work at.
+    passkey: Option<&'a str>,
     error: Option<String>,
     /// Minutes the current confirmation still lasts, when it does.
     minutes_left: Option<u64>,
     max_age_minutes: u64,
 }
 
-async fn method_for(state: &AppState, identity: &Identity) -> Result<&'static str, GatewayError> {
-    Ok(if account_totp::is_enrolled(state, &identity.user.id).await? { "totp" } else { "password" })
+/// The second factors a person has: (TOTP, usable passkeys).
+async fn factors(state: &AppState, user_id: &str) -> Result<(bool, bool), GatewayError> {
+    Ok((account_totp::is_enrolled(state, user_id).await?, passkeys::has_passkeys(state, user_id).await?))
+}
+
+/// What the page's form confirms with: a TOTP code, else only a passkey, else the password.
+fn method_for((totp, passkey): (bool, bool)) -> &'static str {
+    match (totp, passkey) {
+        (true, _) => "totp",
+        (false, true) => "passkey",
+        (false, false) => "password",
+    }
 }
 
 async fn render(
@@ -49,16 +61,19 @@ async fn render(
     let s = &identity.session.session;
     let minutes_left =
         elevation::passes(s, now, max_age).then(|| elevation::seconds_left(s, now, max_age).div_ceil(60));
+    let factors = factors(state, &identity.user.id).await?;
     let page = ElevatePage {
         user: UserView::of(&identity.user),
         csrf_token: s.csrf.expose(),
         rd,
-        method: method_for(state, identity).await?,
+        method: method_for(factors),
+        passkey: state.config.passkeys.as_ref().filter(|_| factors.1).map(|p| p.origin.as_str()),
         error,
         minutes_left,
         max_age_minutes: state.config.elevation.max_age.as_secs().div_ceil(60),
     };
-    Ok(Reply::html(status, state.templates.render("elevate.html", &page)))
+    let reply = Reply::html(status, state.templates.render("elevate.html", &page));
+    Ok(if page.passkey.is_some() { reply.with_script() } else { reply })
 }
 
 /// GET /.dalea/elevate?rd=
@@ -77,16 +92,29 @@ async fn prove(
     secret: Option<&str>,
 ) -> Result<Proof, GatewayError> {
     let user = &identity.user;
-    let has_totp = account_totp::is_enrolled(state, &user.id).await?;
+    let (has_totp, has_passkeys) = factors(state, &user.id).await?;
+    if method == "passkey" {
+        return Err(GatewayError::BadRequest(
+            "Confirm with a passkey through POST /.dalea/api/elevate/passkey/begin, then …/finish.".into(),
+        ));
+    }
     let Some(secret) = secret.filter(|s| !s.is_empty()) else {
         let what = if method == "password" { "password" } else { "code" };
         return Err(GatewayError::BadRequest(format!("Send the {what} to confirm with.")));
     };
     let outcome = match method {
+        "totp" if !has_totp && has_passkeys => {
+            return Err(GatewayError::Conflict(
+                "You have no authenticator app set up: confirm with one of your passkeys instead.".into(),
+            ))
+        }
         "totp" if !has_totp => {
             return Err(GatewayError::Conflict(
                 "You have no authenticator app set up: confirm with your password instead.".into(),
             ))
+        }
+        "password" if has_passkeys && !has_totp => {
+            return Err(GatewayError::Conflict("You have a passkey: confirm with it instead of your password.".into()))
         }
         "password" if has_totp => {
             return Err(GatewayError::Conflict(
@@ -94,16 +122,17 @@ async fn prove(
             ))
         }
         "totp" => match account_totp::check(state, &user.id, secret, ctx.client_ip).await {
-            Ok(CodeCheck::Accepted) => Ok(Proof::SecondFactor(ElevationMethod::Totp)),
+            Ok(CodeCheck::Accepted) => Ok(Proof::Totp),
             Ok(CodeCheck::Refused) => Err(GatewayError::BadCode),
             Err(e) => Err(e),
         },
         "password" => match account_password::verify(state, user, secret, ctx.client_ip).await {
             // A second factor may have been set up while the password was being checked: then
             // the password no longer proves enough.
-            Ok(()) if account_totp::is_enrolled(state, &user.id).await? => {
+            Ok(()) if factors(state, &user.id).await? != (false, false) => {
                 return Err(GatewayError::Conflict(
-                    "You have an authenticator app set up: confirm with a code from it instead.".into(),
+                    "You have a second factor set up (an authenticator app or a passkey): confirm with it instead."
+                        .into(),
                 ))
             }
             other => other.map(|()| Proof::Password),
@@ -127,18 +156,15 @@ async fn prove(
 
 /// Records the proof on the session with a new token. Returns the updated session and its
 /// new cookie.
-async fn elevate(
+pub(super) async fn elevate(
     state: &AppState,
     identity: &Identity,
     ctx: &RequestCtx,
     proof: Proof,
 ) -> Result<(crate::session::Session, String), GatewayError> {
+    let method = proof.method();
     let Some((s, token)) = state.sessions.elevate(&identity.session, proof).await? else {
         return Err(GatewayError::SignInRequired);
-    };
-    let method = match proof {
-        Proof::SecondFactor(m) => m.as_str(),
-        Proof::Password => "password",
     };
     tracing::info!(user.id = %identity.user.id, session.id = %s.id, method, "session elevated; token rotated");
     state.metrics.auth.elevation(method, "success");
@@ -188,12 +214,14 @@ pub async fn json(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
     let (identity, req): (_, JsonElevate) = guard::json_post(state, session, ctx).await?;
     let secret = if req.method == "password" { req.password.as_deref() } else { req.code.as_deref() };
     let proof = prove(state, &identity, ctx, &req.method, secret).await?;
+    let elevated = !matches!(proof, Proof::Password);
+    let method = proof.method();
     let (s, cookie) = elevate(state, &identity, ctx, proof).await?;
     let max_age = millis(state.config.elevation.max_age);
     let at = s.elevation.map(|e| e.at).into_iter().chain(s.reauthenticated_at).max().unwrap_or_default();
     let body = serde_json::json!({
-        "method": if matches!(proof, Proof::Password) { "password" } else { req.method.as_str() },
-        "elevated": matches!(proof, Proof::SecondFactor(_)),
+        "method": method,
+        "elevated": elevated,
         "elevated_at": rfc3339(at),
         "expires_at": rfc3339(at + max_age),
     });

@@ -26,6 +26,14 @@
 //! | POST | `/.dalea/settings/security/api-keys/{id}/revoke` | the tab's × |
 //! | GET, POST | `/.dalea/api/api-keys` | list; create → 201 `{"id","key",…}` |
 //! | DELETE | `/.dalea/api/api-keys/{id}` | revoke → 204 |
+//! | GET | `/.dalea/settings/security/passkeys` | Passkeys tab: list; add (with JavaScript) |
+//! | POST | `/.dalea/settings/security/passkeys/{id}/{rename,remove}` | its forms (remove: sensitive) |
+//! | GET | `/.dalea/api/passkeys` | list |
+//! | PATCH, DELETE | `/.dalea/api/passkeys/{id}` | rename `{"name"}`; remove → 204 (sensitive) |
+//! | POST | `/.dalea/api/passkeys/register/{begin,finish}` | add a passkey (recent sign-in) |
+//! | POST | `/.dalea/api/passkeys/signin/{begin,finish}` | sign in with a passkey |
+//! | POST | `/.dalea/api/elevate/passkey/{begin,finish}` | confirm it's you with a passkey |
+//! | GET | `/.dalea/assets/passkeys.js` | the passkey pages' script (cacheable) |
 //!
 //! Requests carrying an API key are refused here: keys are for the upstream apps' routes.
 //!
@@ -39,6 +47,7 @@ pub mod csrf;
 mod elevate;
 mod guard;
 mod oauth;
+mod passkeys;
 mod password;
 pub mod redirect;
 mod sessions;
@@ -64,6 +73,7 @@ pub const TOTP_PATH: &str = "/.dalea/settings/security/totp";
 pub const PASSWORD_PATH: &str = "/.dalea/settings/security/password";
 pub const AUDIT_LOG_PATH: &str = "/.dalea/settings/security/audit-log";
 pub const API_KEYS_PATH: &str = "/.dalea/settings/security/api-keys";
+pub const PASSKEYS_PATH: &str = "/.dalea/settings/security/passkeys";
 
 /// The person as the page header shows them.
 #[derive(serde::Serialize)]
@@ -204,6 +214,36 @@ async fn dispatch(
         "/.dalea/api/api-keys" if read => api_keys::list_json(state, session, ctx).await,
         "/.dalea/api/api-keys" if method == Method::POST => api_keys::create_json(state, session, ctx).await,
         "/.dalea/api/api-keys" => Err(GatewayError::MethodNotAllowed("GET, HEAD, POST")),
+        PASSKEYS_PATH if read => passkeys::page(state, session, ctx).await,
+        PASSKEYS_PATH => Err(GatewayError::MethodNotAllowed("GET, HEAD")),
+        "/.dalea/api/passkeys" if read => passkeys::list_json(state, session, ctx).await,
+        "/.dalea/api/passkeys" => Err(GatewayError::MethodNotAllowed("GET, HEAD")),
+        "/.dalea/api/passkeys/signin/begin" if method == Method::POST => {
+            passkeys::signin_begin(state, session, ctx).await
+        }
+        "/.dalea/api/passkeys/signin/finish" if method == Method::POST => {
+            passkeys::signin_finish(state, session, ctx).await
+        }
+        "/.dalea/api/passkeys/register/begin" if method == Method::POST => {
+            passkeys::register_begin(state, session, ctx).await
+        }
+        "/.dalea/api/passkeys/register/finish" if method == Method::POST => {
+            passkeys::register_finish(state, session, ctx).await
+        }
+        "/.dalea/api/elevate/passkey/begin" if method == Method::POST => {
+            passkeys::elevate_begin(state, session, ctx).await
+        }
+        "/.dalea/api/elevate/passkey/finish" if method == Method::POST => {
+            passkeys::elevate_finish(state, session, ctx).await
+        }
+        "/.dalea/api/passkeys/signin/begin"
+        | "/.dalea/api/passkeys/signin/finish"
+        | "/.dalea/api/passkeys/register/begin"
+        | "/.dalea/api/passkeys/register/finish"
+        | "/.dalea/api/elevate/passkey/begin"
+        | "/.dalea/api/elevate/passkey/finish" => Err(GatewayError::MethodNotAllowed("POST")),
+        "/.dalea/assets/passkeys.js" if read => passkeys::script(session),
+        "/.dalea/assets/passkeys.js" => Err(GatewayError::MethodNotAllowed("GET, HEAD")),
         PREFIX
         | "/.dalea/"
         | "/.dalea/settings"
@@ -225,6 +265,21 @@ async fn dispatch(
                 return match method {
                     Method::DELETE => api_keys::revoke_json(state, session, ctx, id).await,
                     _ => Err(GatewayError::MethodNotAllowed("DELETE")),
+                };
+            }
+            if let Some(id) = path.strip_prefix("/.dalea/api/passkeys/") {
+                return match method {
+                    Method::PATCH => passkeys::rename_json(state, session, ctx, id).await,
+                    Method::DELETE => passkeys::remove_json(state, session, ctx, id).await,
+                    _ => Err(GatewayError::MethodNotAllowed("PATCH, DELETE")),
+                };
+            }
+            if let Some(rest) = path.strip_prefix("/.dalea/settings/security/passkeys/") {
+                return match (rest.rsplit_once('/'), method) {
+                    (Some((id, "rename")), Method::POST) => passkeys::rename_form(state, session, ctx, id).await,
+                    (Some((id, "remove")), Method::POST) => passkeys::remove_form(state, session, ctx, id).await,
+                    (Some((_, "rename" | "remove")), _) => Err(GatewayError::MethodNotAllowed("POST")),
+                    _ => Err(GatewayError::NotFound),
                 };
             }
             if let Some(rest) = path.strip_prefix("/.dalea/oauth/") {

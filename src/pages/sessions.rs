@@ -1,5 +1,6 @@
-//! Settings → Security → Sessions: the list (HTML and JSON) and revocation (the page's × and
-//! `DELETE /.dalea/api/sessions/{id}`).
+//! Settings → Security → Sessions: the list (HTML and JSON) with each session's warning flags,
+//! revocation (the page's × and `DELETE /.dalea/api/sessions/{id}`), and what a sign-in tells
+//! the flags' history ([`after_sign_in`]).
 
 use std::net::IpAddr;
 
@@ -9,6 +10,7 @@ use serde::Serialize;
 use super::{body, csrf, guard, query_param, signin_url, trusted_forwarded_host, UserView, SESSIONS_PATH};
 use crate::account::audit_log::{self, Actor};
 use crate::audit::AuditEvent;
+use crate::auth::User;
 use crate::client_info::Location;
 use crate::clock::{ago, rfc3339, Millis};
 use crate::error::GatewayError;
@@ -17,6 +19,7 @@ use crate::proxy::respond::Reply;
 use crate::session::manager::Revoke;
 use crate::session::{PublicId, Session as GwSession, SignInMethod};
 use crate::state::AppState;
+use crate::vigilance::{Fingerprint, Flag, History, NoticeKind, Place, SessionFacts, SignInFacts, NO_GEOIP_NOTE};
 
 #[derive(Debug, Serialize)]
 pub struct AuthStrength {
@@ -42,6 +45,10 @@ pub struct SessionView {
     pub auth_strength: AuthStrength,
     pub remember_me: bool,
     pub current: bool,
+    /// The warning flags, `[{"kind","reason"}]`: in the sessions list always (`[]` when none);
+    /// absent where a single session is shown without the person's history (sign-in answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flags: Option<Vec<Flag>>,
     #[serde(skip)]
     pub page: PageExtras,
 }
@@ -60,6 +67,16 @@ pub struct PageExtras {
     strength_label: String,
     /// How this session ends: remembered until a date, or with the browser.
     ends_label: String,
+    /// The flags as the row shows them (empty: an ordinary row).
+    flag_lines: Vec<FlagLine>,
+}
+
+/// One warning on a row: its badge and, in words, why.
+#[derive(Debug, Serialize)]
+struct FlagLine {
+    kind: &'static str,
+    title: &'static str,
+    reason: String,
 }
 
 impl SessionView {
@@ -100,6 +117,7 @@ impl SessionView {
                     "When the browser is closed".to_string()
                 },
                 strength_label,
+                flag_lines: Vec::new(),
             },
             id: s.id.to_string(),
             browser: device.browser,
@@ -119,19 +137,82 @@ impl SessionView {
             },
             remember_me: s.remember_me,
             current,
+            flags: None,
         }
+    }
+
+    /// Adds the session's warning flags, given its owner's sign-in history: its device as
+    /// fingerprinted from its User-Agent and hints, its place where its latest IP is (the row's
+    /// location).
+    fn with_flags(mut self, state: &AppState, s: &GwSession, history: &History, now: Millis) -> Self {
+        let fingerprint = Fingerprint::of(&state.client_info, &s.user_agent, &s.client_hints);
+        let place = self.location.as_ref().and_then(Place::from_location);
+        let id = s.id.to_string();
+        let facts = SessionFacts {
+            session_id: &id,
+            created_at: s.created_at,
+            fingerprint: &fingerprint,
+            place: place.as_ref(),
+        };
+        let flags = state.vigilance.flags(&facts, history, state.client_info.has_geoip(), now);
+        self.page.flag_lines = flags
+            .iter()
+            .map(|f| FlagLine { kind: f.kind.as_str(), title: f.kind.title(), reason: f.reason.clone() })
+            .collect();
+        self.flags = Some(flags);
+        self
     }
 }
 
+/// Every session of the person, most recently active first, with their flags. The person's
+/// history is read once; if the store cannot give it the list is still shown, without flags.
 async fn views(state: &AppState, identity: &Identity) -> Result<Vec<SessionView>, GatewayError> {
     let current = &identity.session.session.id;
-    Ok(state
-        .sessions
-        .list(&identity.user.id)
-        .await?
+    let user_id = &identity.user.id;
+    let listed = state.sessions.list(user_id).await?;
+    let history = match state.vigilance.history(user_id).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, user.id = %user_id, "sessions list without warning flags: no sign-in history");
+            History::default()
+        }
+    };
+    let now = state.sessions.now();
+    Ok(listed
         .into_iter()
-        .map(|l| SessionView::new(state, &l.session, l.last_active_at, l.last_ip, &l.session.id == current))
+        .map(|l| {
+            SessionView::new(state, &l.session, l.last_active_at, l.last_ip, &l.session.id == current)
+                .with_flags(state, &l.session, &history, now)
+        })
         .collect())
+}
+
+/// Right after a sign-in (password, OAuth or passkey) has started session `s`: records it in
+/// the person's sign-in history (which queues the webhook's notices), and for each new-device or
+/// unusual-place warning puts a `sign_in_warning` event in their audit log. Never fails the
+/// sign-in: `Vigilance::on_sign_in` logs a store error and gives nothing.
+pub(super) async fn after_sign_in(state: &AppState, ctx: &RequestCtx, user: &User, s: &GwSession) {
+    let location = ctx.client_ip.and_then(|ip| state.client_info.locate(ip));
+    let facts = SignInFacts {
+        session: s,
+        email: Some(user.email.as_str()).filter(|e| !e.is_empty()),
+        ip: ctx.client_ip,
+        fingerprint: Fingerprint::of(&state.client_info, &s.user_agent, &s.client_hints),
+        location: location.as_ref(),
+    };
+    let Some(novelty) = state.vigilance.on_sign_in(&facts).await else { return };
+    for flag in &novelty.flags {
+        let Some(kind) = NoticeKind::for_flag(flag.kind) else { continue };
+        tracing::info!(
+            user.id = %user.id,
+            session.id = %s.id,
+            client.ip = %ctx.client_ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+            warning = kind.as_str(),
+            "sign-in warning"
+        );
+        let event = AuditEvent::SignInWarning { event: kind.as_str().to_string(), reason: flag.reason.clone() };
+        audit_log::record(state, &user.id, Actor::session(state, s, ctx.client_ip), event).await;
+    }
 }
 
 #[derive(Serialize)]
@@ -149,7 +230,10 @@ struct SessionsPage<'a> {
     csrf_token: &'a str,
     notice: Option<&'static str>,
     error: Option<&'static str>,
-    geoip: bool,
+    /// How many rows carry a warning.
+    flagged: usize,
+    /// Said once on the page without a GeoIP database ([`NO_GEOIP_NOTE`]).
+    no_geoip_note: Option<&'static str>,
 }
 
 /// GET /.dalea/settings/security/sessions
@@ -176,7 +260,8 @@ pub async fn page(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
         csrf_token: identity.session.session.csrf.expose(),
         notice,
         error,
-        geoip: state.client_info.has_geoip(),
+        flagged: views.iter().filter(|v| !v.page.flag_lines.is_empty()).count(),
+        no_geoip_note: (!state.client_info.has_geoip()).then_some(NO_GEOIP_NOTE),
     };
     Ok(Reply::html(200, state.templates.render("sessions.html", &page)))
 }

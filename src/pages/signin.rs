@@ -30,6 +30,8 @@ struct SigninPage<'a> {
     error: Option<&'a str>,
     /// One button per provider: (name, label).
     providers: Vec<(&'a str, &'a str)>,
+    /// Offer "Sign in with a passkey": the origin passkeys work at (`[passkeys]` is configured).
+    passkeys: Option<&'a str>,
 }
 
 /// `?notice=` of the sign-in page after a provider's callback found its sign-in gone.
@@ -54,16 +56,20 @@ pub(super) fn render_form(
     let csrf_token = state.cookies.csrf_value(cookies.iter().map(|v| v.as_bytes())).unwrap_or_else(random_string::<32>);
     let destination = if rd == "/" { "the app" } else { rd };
     let providers = state.config.oauth.providers.iter().map(|p| (p.name.as_str(), p.display_name.as_str())).collect();
-    let page = SigninPage { csrf_token: &csrf_token, rd, destination, email, error, providers };
-    Reply::html_with_form_targets(
+    let passkeys = state.config.passkeys.as_ref().filter(|_| state.passkeys.is_some()).map(|p| p.origin.as_str());
+    let page = SigninPage { csrf_token: &csrf_token, rd, destination, email, error, providers, passkeys };
+    let reply = Reply::html_with_form_targets(
         status,
         state.templates.render("signin.html", &page),
         &state.config.oauth.form_targets(),
-    )
-    .header("set-cookie", state.cookies.set_csrf(&csrf_token))
-    .header("accept-ch", ACCEPT_CH)
-    .header("critical-ch", CRITICAL_CH)
-    .header("vary", "Sec-CH-UA-Platform-Version")
+    );
+    // The passkey button's script; without passkeys the page stays script-free.
+    let reply = if passkeys.is_some() { reply.with_script() } else { reply };
+    reply
+        .header("set-cookie", state.cookies.set_csrf(&csrf_token))
+        .header("accept-ch", ACCEPT_CH)
+        .header("critical-ch", CRITICAL_CH)
+        .header("vary", "Sec-CH-UA-Platform-Version")
 }
 
 /// GET /.dalea/signin
@@ -138,7 +144,7 @@ async fn check_credentials(
 }
 
 /// A failed sign-in goes into the account's audit log (unknown emails have none).
-async fn audit_failure(state: &AppState, session: &Session, ctx: &RequestCtx, user: &User, reason: &str) {
+pub(super) async fn audit_failure(state: &AppState, session: &Session, ctx: &RequestCtx, user: &User, reason: &str) {
     let headers = &session.req_header().headers;
     let actor = Actor::anonymous(state, ctx.client_ip, &user_agent(session), &ClientHints::from_headers(headers));
     audit_log::record(state, &user.id, actor, AuditEvent::SignInFailed { reason: reason.into() }).await;
@@ -175,10 +181,40 @@ pub(super) async fn start_session(
     method: SignInMethod,
     remember_me: bool,
 ) -> Result<(GwSession, String), GatewayError> {
-    let headers = &session.req_header().headers;
     // Someone with no second factor just signed in (password, or a provider's fresh sign-in):
     // that passes sensitive actions for a while. (If the store cannot say, the sign-in gives no such pass.)
-    let reauthenticated = matches!(account_totp::is_enrolled(state, &user.id).await, Ok(false));
+    let no_second_factor = matches!(
+        (account_totp::is_enrolled(state, &user.id).await, super::passkeys::has_passkeys(state, &user.id).await),
+        (Ok(false), Ok(false))
+    );
+    begin_session(state, session, ctx, user, method, remember_me, no_second_factor, None).await
+}
+
+/// Starts a session signed in with the passkey `passkey_id` (already verified): elevated by that
+/// passkey from the start; remembered only if the person asked.
+pub(super) async fn start_passkey_session(
+    state: &AppState,
+    session: &Session,
+    ctx: &RequestCtx,
+    user: &User,
+    passkey_id: String,
+    remember_me: bool,
+) -> Result<(GwSession, String), GatewayError> {
+    begin_session(state, session, ctx, user, SignInMethod::Passkey, remember_me, false, Some(passkey_id)).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn begin_session(
+    state: &AppState,
+    session: &Session,
+    ctx: &RequestCtx,
+    user: &User,
+    method: SignInMethod,
+    remember_me: bool,
+    reauthenticated: bool,
+    passkey: Option<String>,
+) -> Result<(GwSession, String), GatewayError> {
+    let headers = &session.req_header().headers;
     let new = NewSession {
         user_id: user.id.clone(),
         method,
@@ -187,11 +223,13 @@ pub(super) async fn start_session(
         user_agent: user_agent(session),
         client_hints: ClientHints::from_headers(headers),
         reauthenticated,
+        passkey,
     };
     let (s, token) = state.sessions.sign_in(new).await?;
     tracing::info!(user.id = %user.id, session.id = %s.id, client.ip = %ip_field(ctx), outcome = "success", "signed in");
     let event = AuditEvent::SignIn { method: s.sign_in_method.as_string() };
     audit_log::record(state, &user.id, Actor::session(state, &s, ctx.client_ip), event).await;
+    super::sessions::after_sign_in(state, ctx, user, &s).await;
     // The new cookie replaces whatever session this browser had: end that one rather than
     // leave an unreachable session in someone's list until it expires.
     if let Ok((Some(old), _)) = authenticate::identify(state, session.req_header(), None).await {

@@ -19,6 +19,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("password.html", include_str!("templates/password.html")),
     ("audit_log.html", include_str!("templates/audit_log.html")),
     ("api_keys.html", include_str!("templates/api_keys.html")),
+    ("passkeys.html", include_str!("templates/passkeys.html")),
 ];
 
 pub struct Templates {

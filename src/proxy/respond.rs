@@ -11,6 +11,11 @@ use crate::error::GatewayError;
 /// Content-Security-Policy of the built-in pages: no scripts, inline styles only, forms post
 /// back to us, never framed.
 const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// What [`Reply::with_script`] adds to a page's policy: our own script files (never inline
+/// script) and requests back to us (the passkey ceremonies' JSON calls).
+const SCRIPT_CSP: &str = "; script-src 'self'; connect-src 'self'";
+/// How long browsers may keep the gateway's static files without asking again.
+const ASSET_MAX_AGE_SECS: u32 = 3600;
 
 /// A response we produce ourselves.
 #[derive(Debug)]
@@ -50,6 +55,36 @@ impl Reply {
             .header("x-frame-options", "DENY")
     }
 
+    /// Lets the page run the gateway's own script files (`/.dalea/assets/…`) and call back to the
+    /// gateway from them; other pages stay script-free.
+    pub fn with_script(mut self) -> Self {
+        for (name, value) in &mut self.headers {
+            if *name == "content-security-policy" && !value.contains("script-src") {
+                value.push_str(SCRIPT_CSP);
+            }
+        }
+        self
+    }
+
+    /// A static file of the gateway's own (`/.dalea/assets/…`): cacheable, validated by `etag`.
+    pub fn asset(content_type: &'static str, body: &'static [u8], etag: &str) -> Self {
+        Reply::new(200, Some(content_type), Bytes::from_static(body)).cacheable(etag)
+    }
+
+    /// 304 Not Modified for a static file the client already has (its `If-None-Match` matched).
+    pub fn not_modified(etag: &str) -> Self {
+        Reply::empty(304).cacheable(etag)
+    }
+
+    fn cacheable(mut self, etag: &str) -> Self {
+        for (name, value) in &mut self.headers {
+            if *name == "cache-control" {
+                *value = format!("public, max-age={ASSET_MAX_AGE_SECS}");
+            }
+        }
+        self.header("etag", etag)
+    }
+
     pub fn json(status: u16, body: Vec<u8>) -> Self {
         Reply::new(status, Some("application/json"), body)
     }
@@ -87,7 +122,10 @@ impl Reply {
         for (name, value) in self.headers {
             resp.append_header(name, value)?;
         }
-        resp.insert_header("content-length", self.body.len().to_string())?;
+        // A 304's Content-Length would describe the cached file, which this reply does not carry.
+        if self.status != 304 {
+            resp.insert_header("content-length", self.body.len().to_string())?;
+        }
         let head_only = session.req_header().method == http::Method::HEAD;
         let empty = self.body.is_empty() || head_only;
         session.write_response_header(Box::new(resp), empty).await?;
@@ -95,5 +133,37 @@ impl Reply {
             session.write_response_body(Some(self.body), true).await?;
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(r: &'a Reply, name: &str) -> Vec<&'a str> {
+        r.headers.iter().filter(|(n, _)| *n == name).map(|(_, v)| v.as_str()).collect()
+    }
+
+    #[test]
+    fn pages_are_script_free_unless_they_ask() {
+        let plain = Reply::html(200, String::new());
+        assert!(!header(&plain, "content-security-policy")[0].contains("script-src"));
+        let scripted = Reply::html_with_form_targets(200, String::new(), &["https://idp.example".into()]).with_script();
+        let csp = header(&scripted, "content-security-policy")[0];
+        assert!(csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"), "{csp}");
+        assert!(csp.contains("form-action 'self' https://idp.example"), "{csp}");
+        assert!(!csp.contains("unsafe-inline'; script") && !csp.contains("script-src 'unsafe"), "{csp}");
+    }
+
+    #[test]
+    fn assets_are_cacheable_and_validated() {
+        let r = Reply::asset("text/javascript; charset=utf-8", b"x", "\"abc\"");
+        assert_eq!(header(&r, "cache-control"), ["public, max-age=3600"]);
+        assert_eq!(header(&r, "etag"), ["\"abc\""]);
+        assert_eq!(header(&r, "content-type"), ["text/javascript; charset=utf-8"]);
+        assert_eq!(header(&r, "x-content-type-options"), ["nosniff"]);
+        let unchanged = Reply::not_modified("\"abc\"");
+        assert_eq!((unchanged.status(), header(&unchanged, "cache-control")), (304, vec!["public, max-age=3600"]));
+        assert_eq!(header(&unchanged, "etag"), ["\"abc\""]);
     }
 }

@@ -164,6 +164,7 @@ mod tests {
             user_agent: String::new(),
             client_hints: ClientHints::default(),
             reauthenticated: false,
+            passkey: None,
         };
         Session::start(new, 1_000, 10_000).0
     }

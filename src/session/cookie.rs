@@ -1,8 +1,9 @@
 //! The one place cookie attributes are decided: the session cookie, the sign-in form's CSRF
 //! cookie, the one-time flash cookie (a new API key on its way from the create form to the
-//! page that shows it) and the cookie that binds a sign-in through a provider to the browser
-//! that started it are set, read and cleared here, with `HttpOnly; SameSite=Lax; Path=/` and, outside
-//! plain-HTTP development, `Secure` and the `__Host-` prefix.
+//! page that shows it) and the cookies that bind a sign-in through a provider, or a passkey
+//! sign-in, to the browser that started it are set, read and cleared here, with
+//! `HttpOnly; SameSite=Lax; Path=/` and, outside plain-HTTP development, `Secure` and the
+//! `__Host-` prefix.
 
 use std::time::Duration;
 
@@ -11,8 +12,11 @@ use super::Token;
 const CSRF_COOKIE: &str = "dalea_csrf";
 const FLASH_COOKIE: &str = "dalea_flash";
 const OAUTH_COOKIE: &str = "dalea_oauth";
+const PASSKEY_COOKIE: &str = "dalea_passkey";
 /// How long a sign-in through a provider may take, start to callback.
 pub const OAUTH_MAX_AGE: Duration = Duration::from_secs(600);
+/// How long a passkey ceremony (sign-in, registration, confirmation) may take, begin to finish.
+pub const PASSKEY_MAX_AGE: Duration = Duration::from_secs(300);
 /// How long a flash cookie lives: just long enough for the redirect that reads it.
 const FLASH_MAX_AGE: Duration = Duration::from_secs(120);
 /// How many session cookie copies one request may make us look up (each may cost a store
@@ -28,6 +32,7 @@ pub struct CookieJar {
     csrf_name: String,
     flash_name: String,
     oauth_name: String,
+    passkey_name: String,
     secure: bool,
 }
 
@@ -40,6 +45,7 @@ impl CookieJar {
             csrf_name: format!("{prefix}{CSRF_COOKIE}"),
             flash_name: format!("{prefix}{FLASH_COOKIE}"),
             oauth_name: format!("{prefix}{OAUTH_COOKIE}"),
+            passkey_name: format!("{prefix}{PASSKEY_COOKIE}"),
             secure,
         }
     }
@@ -114,8 +120,30 @@ impl CookieJar {
             .map(str::to_string)
     }
 
+    /// `Set-Cookie` binding passkey sign-ins to this browser (a random value whose hash each
+    /// pending passkey sign-in keeps).
+    pub fn set_passkey_binding(&self, value: &str) -> String {
+        self.build(&self.passkey_name, value, Some(PASSKEY_MAX_AGE))
+    }
+
+    /// Deletes the passkey sign-in binding (it has done its job once signed in).
+    pub fn clear_passkey_binding(&self) -> String {
+        self.build(&self.passkey_name, "", Some(Duration::ZERO))
+    }
+
+    /// The passkey sign-in binding, if present and well-formed.
+    pub fn passkey_binding<'a>(&self, cookie_headers: impl Iterator<Item = &'a [u8]>) -> Option<String> {
+        cookie_pairs(cookie_headers)
+            .filter(|(name, _)| *name == self.passkey_name.as_bytes())
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+            .find(|v| super::token::is_base64url(v, 43))
+            .map(str::to_string)
+    }
+
     fn is_our_name(&self, name: &[u8]) -> bool {
-        [&self.session_name, &self.csrf_name, &self.flash_name, &self.oauth_name].iter().any(|n| name == n.as_bytes())
+        [&self.session_name, &self.csrf_name, &self.flash_name, &self.oauth_name, &self.passkey_name]
+            .iter()
+            .any(|n| name == n.as_bytes())
     }
 
     /// Every session token candidate in the request's `Cookie` headers, in order. Several can
@@ -233,10 +261,26 @@ mod tests {
         let jar = CookieJar::new("s", true);
         let t = Token::generate();
         let h1 = format!("a=1; __Host-s={}", t.as_str());
-        let h2 = "__Host-dalea_csrf=x; b=2; __Host-dalea_oauth=y".to_string();
+        let h2 = "__Host-dalea_csrf=x; b=2; __Host-dalea_oauth=y; __Host-dalea_passkey=z".to_string();
         let out = jar.strip_ours([h1.as_bytes(), h2.as_bytes()].into_iter());
         assert_eq!(out.as_deref(), Some(b"a=1; b=2".as_slice()));
         assert_eq!(jar.strip_ours([format!("__Host-s={}", t.as_str()).as_bytes()].into_iter()), None);
+    }
+
+    #[test]
+    fn the_passkey_binding_is_set_read_and_cleared_with_the_same_attributes() {
+        let jar = CookieJar::new("s", true);
+        let value = crate::session::token::random_string::<32>();
+        let set = jar.set_passkey_binding(&value);
+        assert!(set.starts_with(&format!("__Host-dalea_passkey={value}; Path=/; HttpOnly; SameSite=Lax; Secure")));
+        assert!(set.ends_with(&format!("Max-Age={}", PASSKEY_MAX_AGE.as_secs())));
+        let header = format!("__Host-dalea_passkey=short; __Host-dalea_passkey={value}");
+        assert_eq!(jar.passkey_binding([header.as_bytes()].into_iter()), Some(value));
+        assert_eq!(
+            jar.clear_passkey_binding(),
+            "__Host-dalea_passkey=; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=0"
+        );
+        assert!(jar.is_ours(b"__Host-dalea_passkey=x"));
     }
 
     #[test]

@@ -32,12 +32,26 @@ pub enum Revoke {
 }
 
 /// What a person proved to pass sensitive actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Proof {
-    /// A second factor: an elevation, shown in the sessions list.
-    SecondFactor(ElevationMethod),
+    /// A code from their authenticator app: an elevation, shown in the sessions list.
+    Totp,
+    /// One of their passkeys (its credential id): an elevation, shown in the sessions list,
+    /// that lasts only as long as the passkey.
+    Passkey(String),
     /// The password, by someone with no second factor: passes, but is no elevation.
     Password,
+}
+
+impl Proof {
+    /// `totp`, `passkey` or `password` (audit events, logs, metrics).
+    pub fn method(&self) -> &'static str {
+        match self {
+            Proof::Totp => ElevationMethod::Totp.as_str(),
+            Proof::Passkey(_) => ElevationMethod::Passkey.as_str(),
+            Proof::Password => "password",
+        }
+    }
 }
 
 /// A session as the sessions page shows it: the record with its freshest activity.
@@ -212,9 +226,15 @@ impl SessionManager {
         new.token_hash = token.hash();
         new.last_active_at = new.last_active_at.max(cached.last_active());
         match proof {
-            Proof::SecondFactor(method) => {
-                new.elevation = Some(Elevation { method, at: now });
+            Proof::Totp => {
+                new.elevation = Some(Elevation { method: ElevationMethod::Totp, at: now });
                 new.ever_elevated = true;
+                new.passkey_id = None;
+            }
+            Proof::Passkey(credential) => {
+                new.elevation = Some(Elevation { method: ElevationMethod::Passkey, at: now });
+                new.ever_elevated = true;
+                new.passkey_id = Some(credential);
             }
             Proof::Password => new.reauthenticated_at = Some(now),
         }

@@ -11,7 +11,9 @@ pub mod cookie;
 pub mod embedded;
 mod embedded_account;
 mod embedded_api_keys;
+mod embedded_history;
 mod embedded_links;
+mod embedded_passkeys;
 mod embedded_pending;
 mod embedded_people;
 pub mod manager;
@@ -141,6 +143,10 @@ pub struct Session {
     /// `elevation.max_age` but is not an elevation. Cleared when a second factor is enrolled.
     #[serde(default)]
     pub reauthenticated_at: Option<Millis>,
+    /// The passkey (its credential id) behind the latest elevation when that is a passkey one
+    /// (a passkey sign-in counts): removing that passkey takes the elevation away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passkey_id: Option<String>,
     /// Hard end of life, set at sign-in and never moved (rotation keeps it).
     pub expires_at: Millis,
     pub remember_me: bool,
@@ -184,6 +190,9 @@ pub struct NewSession {
     /// The sign-in proved the password of someone with no second factor: it passes sensitive
     /// actions for `elevation.max_age`, like re-entering the password would.
     pub reauthenticated: bool,
+    /// Signed in with this passkey (its credential id): the session starts elevated by it, as
+    /// a passkey proves possession and user verification at once.
+    pub passkey: Option<String>,
 }
 
 impl Session {
@@ -201,9 +210,10 @@ impl Session {
             user_agent: new.user_agent,
             client_hints: new.client_hints,
             sign_in_method: new.method,
-            elevation: None,
-            ever_elevated: false,
+            elevation: new.passkey.as_ref().map(|_| Elevation { method: ElevationMethod::Passkey, at: now }),
+            ever_elevated: new.passkey.is_some(),
             reauthenticated_at: new.reauthenticated.then_some(now),
+            passkey_id: new.passkey,
             expires_at: now.saturating_add(absolute_timeout),
             remember_me: new.remember_me,
             csrf: Secret::generate(),
@@ -239,8 +249,29 @@ mod tests {
             user_agent: String::new(),
             client_hints: ClientHints::default(),
             reauthenticated: false,
+            passkey: None,
         };
         Session::start(new, now, 90 * DAY).0
+    }
+
+    #[test]
+    fn a_passkey_sign_in_starts_elevated_by_that_passkey() {
+        let new = NewSession {
+            user_id: "u1".into(),
+            method: SignInMethod::Passkey,
+            remember_me: false,
+            ip: None,
+            user_agent: String::new(),
+            client_hints: ClientHints::default(),
+            reauthenticated: false,
+            passkey: Some("cred-1".into()),
+        };
+        let (s, _) = Session::start(new, 5_000, 90 * DAY);
+        assert_eq!(s.elevation, Some(Elevation { method: ElevationMethod::Passkey, at: 5_000 }));
+        assert!(s.ever_elevated);
+        assert_eq!(s.passkey_id.as_deref(), Some("cred-1"));
+        assert!(!s.remember_me, "remember-me is the person's choice, not the method's");
+        assert_eq!(new_session(0).passkey_id, None);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub(crate) fn session_at(user: &str, now: Millis, absolute: Millis) -> (Session,
         user_agent: "test-agent".into(),
         client_hints: ClientHints::default(),
         reauthenticated: false,
+        passkey: None,
     };
     Session::start(new, now, absolute)
 }

@@ -1,5 +1,5 @@
 // Shared pieces of the browser end-to-end tests (sessions.e2e.mjs, elevation.e2e.mjs,
-// api_keys.e2e.mjs, oauth.e2e.mjs): assertions and step reporting, the gateway process
+// api_keys.e2e.mjs, passkeys.e2e.mjs, oauth.e2e.mjs): assertions and step reporting, the gateway process
 // (config/dev.toml, or a config file of the test's own, on free loopback ports, a fresh data
 // dir), headless Chromium instances with fresh profiles, signing in, reading the sessions page,
 // and `runTest`, which runs one test and reports its result.

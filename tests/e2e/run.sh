@@ -6,7 +6,8 @@
 # Installs the node packages from package-lock.json (npm ci) when node_modules is missing or
 # older than the lock file, here and in tests/oidc (the OpenID Provider oauth.e2e.mjs starts),
 # checks that Chromium is there, and runs each test in turn (each with its own gateway):
-# sessions.e2e.mjs, elevation.e2e.mjs, api_keys.e2e.mjs, then oauth.e2e.mjs. All tests run even
+# sessions.e2e.mjs, elevation.e2e.mjs, api_keys.e2e.mjs, passkeys.e2e.mjs, vigilance.e2e.mjs (with a
+# redis-server of its own), then oauth.e2e.mjs. All tests run even
 # when one fails; the exit code is 0 when all passed, else the first failing test's.
 # Screenshots and the gateway logs (gateway-<test>.log) land in tests/e2e/artifacts/.
 #
@@ -60,7 +61,7 @@ if (( stale )); then
 fi
 
 tests=("$@")
-(( ${#tests[@]} )) || tests=(sessions elevation api_keys oauth)
+(( ${#tests[@]} )) || tests=(sessions elevation api_keys passkeys vigilance oauth)
 for t in "${tests[@]}"; do
   if [[ ! -f "$t.e2e.mjs" ]]; then
     echo "run.sh: no test $t.e2e.mjs in $here" >&2

@@ -59,7 +59,7 @@ async fn locations_come_from_the_configured_geoip_database() {
         .await
         .unwrap();
     assert!(html.contains("81.2.69.160 · London, United Kingdom"), "{html}");
-    assert!(!html.contains("no GeoIP database is configured"));
+    assert!(!html.contains(dalea_gateway::vigilance::NO_GEOIP_NOTE), "the database is there");
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::support::echo::seen;
 use crate::support::github::{GitHubConfig, GitHubStandIn, GitHubUser};
 use crate::support::oidc::*;
+use crate::support::redis::RedisServer;
 use crate::support::*;
 
 const CLIENT_ID: &str = "dalea-gateway";
@@ -24,8 +25,13 @@ fn provider(accounts: &[OidcAccount]) -> OidcProvider {
 
 /// `[oauth]` with `rules`, and the provider `corp` at `issuer`.
 fn oauth_toml(issuer: &str, rules: &str) -> String {
+    oauth_toml_at("{gateway_url}", issuer, rules)
+}
+
+/// The same, with another public URL (a load balancer's in front of several replicas).
+fn oauth_toml_at(public_url: &str, issuer: &str, rules: &str) -> String {
     format!(
-        "[oauth]\npublic_url = \"{{gateway_url}}\"\n{rules}\n\
+        "[oauth]\npublic_url = \"{public_url}\"\n{rules}\n\
          [[oauth.providers]]\nkind = \"oidc\"\nname = \"corp\"\ndisplay_name = \"Corp SSO\"\nissuer = \"{issuer}\"\n\
          client_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n"
     )
@@ -416,4 +422,28 @@ async fn github_signs_in_with_its_verified_primary_email_only() {
     let (status, html) = page_text(via_github().await).await;
     assert_eq!(status, 403);
     assert!(html.contains("GitHub did not confirm an email address"), "{html}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_callback_may_land_on_another_replica_and_both_know_the_person_it_created() {
+    let redis = RedisServer::start();
+    let op = provider(&[alice()]);
+    let store = format!("[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"1s\"\n", redis.url());
+    let rules = "unknown_people = \"create\"";
+    let r1 = Setup::default().toml(&store).toml(&oauth_toml(&op.issuer(), rules)).start();
+    // Both replicas answer for r1's address, as behind a load balancer.
+    let r2 = Setup::default().toml(&store).toml(&oauth_toml_at(&r1.url(""), &op.issuer(), rules)).start();
+
+    let s = start(&r1, "corp", "?rd=/here").await;
+    let back = ProviderBrowser::new().approve(&s.authorize, "alice-sub").await;
+    let on_r2 = back.replace(&r1.url(""), &r2.url(""));
+    assert_ne!(on_r2, back);
+    let resp = callback(&on_r2, &s.cookie).await;
+    assert_eq!(location(&resp), "/here", "replica 2 finished what replica 1 started");
+    let cookie = session_cookie(&resp).expect("a session");
+    let via_r1 = seen(&echo_identity(&r1, &cookie).await, "x-dalea-user");
+    assert_eq!(via_r1, seen(&echo_identity(&r2, &cookie).await, "x-dalea-user"), "the same created person on both");
+    assert!(via_r1[0].starts_with("p-"));
+    // The flow is gone on both replicas now.
+    assert_eq!(location(&callback(&back, &s.cookie).await), "/.dalea/signin?notice=restart");
 }

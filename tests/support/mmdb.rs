@@ -79,6 +79,44 @@ impl From<City<'_>> for Value {
     }
 }
 
+/// A City record with what the warning flags read too: the largest subdivision and the
+/// coordinates with their accuracy radius.
+///
+/// ```ignore
+/// Geo { city: City { city_en: Some("Sydney"), country_en: Some("Australia"), iso: Some("AU") },
+///       region: Some(("NSW", "New South Wales")), at: Some((-33.87, 151.21, 20)) }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Geo<'a> {
+    pub city: City<'a>,
+    /// ISO 3166-2 subdivision code without the country part ("CA") and its English name.
+    pub region: Option<(&'a str, &'a str)>,
+    /// Latitude, longitude (degrees) and accuracy radius (km).
+    pub at: Option<(f64, f64, u16)>,
+}
+
+impl From<Geo<'_>> for Value {
+    fn from(g: Geo<'_>) -> Value {
+        let Value::Map(mut record) = Value::from(g.city) else { unreachable!("a City is a map") };
+        if let Some((code, name)) = g.region {
+            let subdivision =
+                Value::map([("iso_code", Value::str(code)), ("names", Value::map([("en", Value::str(name))]))]);
+            record.push(("subdivisions".to_owned(), Value::Array(vec![subdivision])));
+        }
+        if let Some((latitude, longitude, radius)) = g.at {
+            record.push((
+                "location".to_owned(),
+                Value::map([
+                    ("accuracy_radius", Value::U16(radius)),
+                    ("latitude", Value::Double(latitude)),
+                    ("longitude", Value::Double(longitude)),
+                ]),
+            ));
+        }
+        Value::Map(record)
+    }
+}
+
 /// Builds a database in memory; see the module docs.
 #[derive(Debug, Clone)]
 pub struct MmdbWriter {

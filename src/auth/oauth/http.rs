@@ -140,12 +140,7 @@ pub(crate) fn bearer(token: &str) -> HeaderValue {
 /// or `http://` to a loopback host (a provider on this machine, as the configuration allows).
 pub(crate) fn allowed_url(value: &str) -> bool {
     let Ok(url) = url::Url::parse(value) else { return false };
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
+    let loopback = crate::config::is_loopback(&url);
     match url.scheme() {
         "https" => url.host().is_some(),
         "http" => loopback,

@@ -20,20 +20,24 @@
 //! | `P:ext:{<provider>:<sid>}` | STRING | an external identity's link (`links.rs`), the truth: `[version byte] ++ JSON` of the `Link`; created with `SET NX`; no TTL |
 //! | `P:exu:{<id>}` | HASH | `<provider>:<subject>` → `linked_at` millis (the per-person link index, repaired from the `P:ext` keys); no TTL |
 //! | `P:person:{<id>}` | STRING | a created person (`people.rs`): `[version byte] ++ JSON` of the `Person`; created with `SET NX`, before its email claim; no TTL |
+//! | `P:pk:{<credential id>}` | STRING | a registered passkey (`passkeys.rs`), the truth: `[version byte] ++ JSON` of the `PasskeyRecord`; created with `SET NX`, changed by compare-and-set; no TTL |
+//! | `P:pku:{<id>}` | HASH | credential id → `created_at` millis (the per-person passkey index, repaired from the `P:pk` keys); no TTL |
+//! | `P:hist:{<id>}` | STRING | a person's sign-in history for the warning flags (`history.rs`): `[version byte] ++ JSON` of the `History`; changed by compare-and-set; 400-day TTL, refreshed by each sign-in |
 //! | `P:pmail:{<email>}` | STRING | the id of the created person with this lower-case email, the arbiter: created with `SET NX`; a person exists only when their record's email claim names them; no TTL |
 //!
 //! `<id>` is the person's id with `%`, `{` and `}` escaped as `%25`, `%7B`, `%7D` (the empty id
 //! as `%`; `account.rs`), so the hash tag is always the whole id; `<sid>` is a provider's subject
 //! escaped the same way. `<kind>`, `<pid>` and `<provider>` cannot hold braces (`[A-Za-z0-9_-]`,
-//! `[A-Za-z0-9_.-]` for providers). Both audit keys get a 400-day TTL, refreshed by every
-//! append, so an abandoned account's log goes away; the credential and password keys never
-//! expire (an abandoned enrolment stays in `P:totp` until the next enrolment or removal, and is
-//! refused once past `pending_exp`).
+//! `[A-Za-z0-9_.-]` for providers), nor can a `<credential id>` (base64url). Both audit keys get
+//! a 400-day TTL, refreshed by every append, so an abandoned account's log goes away; the
+//! credential and password keys never expire (an abandoned enrolment stays in `P:totp` until
+//! the next enrolment or removal, and is refused once past `pending_exp`).
 //!
 //! The `{…}` parts are Redis Cluster hash tags, so every command touches one hash slot; nothing
 //! needs a cross-slot transaction (the only command with two keys, the audit append, touches one
 //! person's two audit keys, which share the tag). An identity link and its person's index entry
-//! are in different slots: the `P:ext` key decides, and the index is checked against it.
+//! are in different slots: the `P:ext` key decides, and the index is checked against it; the
+//! same for a passkey (`P:pk`) and its person's passkey index (`P:pku`).
 //! Only SHA-256 hashes of tokens and API keys are stored.
 //! The account records' check-and-set operations (confirming an enrolment, using a TOTP step,
 //! appending to the audit log) are single Lua scripts, atomic on the server.
@@ -65,7 +69,9 @@ mod account;
 mod api_keys;
 mod conn;
 mod fields;
+mod history;
 mod links;
+mod passkeys;
 mod pending;
 mod people;
 #[cfg(test)]
