@@ -257,7 +257,7 @@ mod tests {
     use ::redis::Commands;
 
     use super::super::redis_server::{RedisCluster, RedisServer};
-    use super::super::tests::{await_notice, config, subscribe};
+    use super::super::tests::{await_notice, config, raw, subscribe};
     use super::*;
     use crate::api_keys::contract::{api_key, keys_and_sessions_are_independent, run_all, NOW};
     use crate::clock::ManualClock;
@@ -269,10 +269,6 @@ mod tests {
     fn standalone(server: &RedisServer) -> RedisStore {
         let cfg = config(RedisMode::Standalone { url: server.url() }, Duration::from_secs(2));
         RedisStore::with_clock(cfg, Duration::from_secs(600), Arc::new(ManualClock::new(NOW))).expect("store")
-    }
-
-    fn raw(server: &RedisServer) -> ::redis::Connection {
-        ::redis::Client::open(server.url()).expect("client").get_connection().expect("raw connection")
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

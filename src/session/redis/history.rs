@@ -109,19 +109,10 @@ mod tests {
     use ::redis::Commands;
 
     use super::super::redis_server::{RedisCluster, RedisServer};
-    use super::super::tests::config;
+    use super::super::tests::{config, raw, standalone};
     use super::*;
     use crate::config::RedisMode;
     use crate::vigilance::history_contract::{run_all, sign_in};
-
-    fn standalone(server: &RedisServer) -> RedisStore {
-        let cfg = config(RedisMode::Standalone { url: server.url() }, Duration::from_secs(2));
-        RedisStore::new(cfg, Duration::from_secs(600)).expect("store")
-    }
-
-    fn raw(server: &RedisServer) -> ::redis::Connection {
-        ::redis::Client::open(server.url()).expect("client").get_connection().expect("raw connection")
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn standalone_store_fulfils_the_history_contract() {

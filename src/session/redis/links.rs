@@ -221,19 +221,10 @@ mod tests {
     use ::redis::Commands;
 
     use super::super::redis_server::{RedisCluster, RedisServer};
-    use super::super::tests::config;
+    use super::super::tests::{config, raw, standalone};
     use super::*;
     use crate::account::links_contract::run_all;
     use crate::config::RedisMode;
-
-    fn standalone(server: &RedisServer) -> RedisStore {
-        let cfg = config(RedisMode::Standalone { url: server.url() }, Duration::from_secs(2));
-        RedisStore::new(cfg, Duration::from_secs(600)).expect("store")
-    }
-
-    fn raw(server: &RedisServer) -> ::redis::Connection {
-        ::redis::Client::open(server.url()).expect("client").get_connection().expect("raw connection")
-    }
 
     fn link(provider: &str, subject: &str, user: &str) -> Link {
         Link { provider: provider.into(), subject: subject.into(), user_id: user.into(), linked_at: 7, email: None }

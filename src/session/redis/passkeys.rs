@@ -282,19 +282,10 @@ mod tests {
     use ::redis::Commands;
 
     use super::super::redis_server::{RedisCluster, RedisServer};
-    use super::super::tests::config;
+    use super::super::tests::{config, raw, standalone};
     use super::*;
     use crate::config::RedisMode;
     use crate::passkeys::contract::{run_all, sample_passkey};
-
-    fn standalone(server: &RedisServer) -> RedisStore {
-        let cfg = config(RedisMode::Standalone { url: server.url() }, Duration::from_secs(2));
-        RedisStore::new(cfg, Duration::from_secs(600)).expect("store")
-    }
-
-    fn raw(server: &RedisServer) -> ::redis::Connection {
-        ::redis::Client::open(server.url()).expect("client").get_connection().expect("raw connection")
-    }
 
     fn record(user: &str, n: u32) -> PasskeyRecord {
         PasskeyRecord::new(user, &format!("key {n}"), sample_passkey(n), 7)

@@ -89,7 +89,7 @@ mod tests {
     use ::redis::Commands;
 
     use super::super::redis_server::{RedisCluster, RedisServer};
-    use super::super::tests::config;
+    use super::super::tests::{config, raw};
     use super::*;
     use crate::clock::{Clock, ManualClock, SystemClock};
     use crate::config::RedisMode;
@@ -98,10 +98,6 @@ mod tests {
     fn standalone(server: &RedisServer, clock: ManualClock) -> RedisStore {
         let cfg = config(RedisMode::Standalone { url: server.url() }, Duration::from_secs(2));
         RedisStore::with_clock(cfg, Duration::from_secs(600), Arc::new(clock)).expect("store")
-    }
-
-    fn raw(server: &RedisServer) -> ::redis::Connection {
-        ::redis::Client::open(server.url()).expect("client").get_connection().expect("raw connection")
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,8 @@ pub(super) fn config(mode: RedisMode, timeout: Duration) -> RedisConfig {
     RedisConfig { mode, key_prefix: "dalea".into(), timeout, outage_grace: Duration::from_secs(60), tls_ca_file: None }
 }
 
-fn standalone(server: &RedisServer) -> RedisStore {
+/// A store on a standalone test server (2 s timeout, 10-minute idle timeout).
+pub(super) fn standalone(server: &RedisServer) -> RedisStore {
     RedisStore::new(
         config(RedisMode::Standalone { url: server.url() }, Duration::from_secs(2)),
         Duration::from_secs(600),
@@ -33,7 +34,8 @@ fn standalone(server: &RedisServer) -> RedisStore {
 
 pub(super) use crate::session::store_contract::session_at;
 
-fn raw(server: &RedisServer) -> ::redis::Connection {
+/// A plain connection to the test server, to look at or tamper with keys.
+pub(super) fn raw(server: &RedisServer) -> ::redis::Connection {
     ::redis::Client::open(server.url()).expect("client").get_connection().expect("raw connection")
 }
 
