@@ -6,7 +6,7 @@ use base64::Engine;
 use pingora::proxy::Session;
 use serde::{Deserialize, Serialize};
 
-use super::{elevate_url, guard, query_param, UserView, API_KEYS_PATH};
+use super::{elevate_url, guard, names, query_param, UserView, API_KEYS_PATH};
 use crate::account::audit_log::{self, Actor};
 use crate::api_keys::keyring::{TooMany, MAX_KEYS_PER_PERSON};
 use crate::api_keys::{ApiKey, KeySecret};
@@ -161,21 +161,13 @@ pub async fn page(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
     Ok(reply.header("set-cookie", state.cookies.clear_flash()))
 }
 
-/// A key name: trimmed, 1 to 100 characters, no control characters.
+/// A key name: trimmed, 1 to [`MAX_NAME_CHARS`] characters, nothing hidden ([`names::is_hidden`]).
 fn check_name(raw: &str) -> Result<String, GatewayError> {
-    let name = raw.trim();
-    // No control characters, and no invisible or direction-changing ones that could make a
-    // name look like another in the list or the audit log.
-    let hidden = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
-    };
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(hidden) {
-        return Err(GatewayError::BadRequest(format!(
+    names::clean(raw, MAX_NAME_CHARS).ok_or_else(|| {
+        GatewayError::BadRequest(format!(
             "Give the key a name of 1 to {MAX_NAME_CHARS} characters, e.g. \"backup script\"."
-        )));
-    }
-    Ok(name.to_string())
+        ))
+    })
 }
 
 fn check_days(days: Option<u32>) -> Result<Option<u32>, GatewayError> {

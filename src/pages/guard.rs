@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::{body, csrf, trusted_forwarded_host};
 
+use crate::account::totp as account_totp;
 use crate::clock::millis;
 use crate::elevation;
 use crate::error::GatewayError;
@@ -95,4 +96,22 @@ fn check(
 /// Creating a credential: a sign-in or a re-authentication within `elevation.max_age`.
 pub fn recently_authenticated(state: &AppState, identity: &Identity) -> Result<(), GatewayError> {
     check(state, identity, elevation::recently_authenticated)
+}
+
+/// Whether the person has a second factor they can confirm with: TOTP, or a passkey (with
+/// passkeys on).
+pub async fn has_second_factor(state: &AppState, user_id: &str) -> Result<bool, GatewayError> {
+    Ok(account_totp::is_enrolled(state, user_id).await? || super::passkeys::has_passkeys(state, user_id).await?)
+}
+
+/// Adding a second factor (TOTP, a passkey). For someone with none yet: a sign-in or
+/// re-authentication within `elevation.max_age`. For someone who has one, it is as sensitive as
+/// changing it — only a confirmation *with a second factor* will do; otherwise a stolen password
+/// could add its own factor and then remove the person's.
+pub async fn may_add_second_factor(state: &AppState, identity: &Identity) -> Result<(), GatewayError> {
+    if has_second_factor(state, &identity.user.id).await? {
+        elevated_by_second_factor(state, identity)
+    } else {
+        recently_authenticated(state, identity)
+    }
 }

@@ -46,6 +46,7 @@ pub mod body;
 pub mod csrf;
 mod elevate;
 mod guard;
+mod names;
 mod oauth;
 mod passkeys;
 mod password;

@@ -10,7 +10,14 @@ pub fn safe_redirect(raw: Option<&str>) -> String {
     raw.and_then(resolve).unwrap_or_else(|| "/".to_string())
 }
 
+/// The longest `rd` kept: a real path is far shorter, and a longer one would only bloat the
+/// records and cookies that carry it.
+const MAX_LEN: usize = 2048;
+
 fn resolve(raw: &str) -> Option<String> {
+    if raw.len() > MAX_LEN {
+        return None;
+    }
     // Must look like a path from the start, before any parser normalisation: no scheme, no
     // backslash anywhere, no control characters (the URL parser strips tab/newline, which is
     // exactly how "/\t/evil.example" would become "//evil.example").
@@ -54,6 +61,14 @@ mod tests {
         assert_eq!(safe_redirect(Some("/app/page?x=1")), "/app/page?x=1");
         assert_eq!(safe_redirect(Some("/")), "/");
         assert_eq!(safe_redirect(Some("/a/../b")), "/b");
+    }
+
+    #[test]
+    fn an_overlong_target_falls_back_to_root() {
+        let long = format!("/{}", "a".repeat(MAX_LEN));
+        assert_eq!(safe_redirect(Some(&long)), "/");
+        let fits = format!("/{}", "a".repeat(MAX_LEN - 1));
+        assert_eq!(safe_redirect(Some(&fits)), fits);
     }
 
     #[test]

@@ -54,13 +54,14 @@ struct TotpPage<'a> {
     error: Option<String>,
 }
 
-/// Setting up needs a recent sign-in or confirmation; replacing an active credential needs a
-/// recent confirmation (it is removing the old one).
-fn may_enrol(state: &AppState, identity: &Identity, enabled: bool) -> Result<(), GatewayError> {
+/// Setting up is adding a second factor ([`guard::may_add_second_factor`]: with a passkey
+/// already, only a confirmation with a second factor will do); replacing an active one needs a
+/// confirmation with a second factor too (it is removing the old one).
+async fn may_enrol(state: &AppState, identity: &Identity, enabled: bool) -> Result<(), GatewayError> {
     if enabled {
         guard::elevated_by_second_factor(state, identity)
     } else {
-        guard::recently_authenticated(state, identity)
+        guard::may_add_second_factor(state, identity).await
     }
 }
 
@@ -76,7 +77,7 @@ async fn render(
     let enabled = stored.active.is_some();
     // A set-up in progress is shown only to a session that may set one up: never to a stale
     // session, which could otherwise learn the new secret and confirm it first.
-    let enrolment = match may_enrol(state, identity, enabled) {
+    let enrolment = match may_enrol(state, identity, enabled).await {
         Err(_) => None,
         Ok(()) => match account_totp::pending(state, &user.id).await {
             Ok(Some(secret)) => Some(enrolment_view(session, &user.email, &secret)),
@@ -98,7 +99,7 @@ async fn render(
         enabled,
         enrolled_at: stored.active.map(|a| rfc3339(a.enrolled_at)),
         enrolment,
-        may_enrol: may_enrol(state, identity, enabled).is_ok(),
+        may_enrol: may_enrol(state, identity, enabled).await.is_ok(),
         may_remove: guard::elevated_by_second_factor(state, identity).is_ok(),
         elevate_url: elevate_url(TOTP_PATH),
         notice,
@@ -119,7 +120,7 @@ pub async fn page(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
 
 async fn enrol(state: &AppState, identity: &Identity) -> Result<TotpSecret, GatewayError> {
     let enabled = account_totp::is_enrolled(state, &identity.user.id).await?;
-    may_enrol(state, identity, enabled)?;
+    may_enrol(state, identity, enabled).await?;
     account_totp::start_enrolment(state, &identity.user.id).await
 }
 
@@ -133,7 +134,7 @@ pub async fn enroll_form(state: &AppState, session: &mut Session, ctx: &RequestC
 /// Confirms the set-up with a code (with the same recency as starting one); audited.
 async fn confirm(state: &AppState, identity: &Identity, ctx: &RequestCtx, code: &str) -> Result<(), GatewayError> {
     let enabled = account_totp::is_enrolled(state, &identity.user.id).await?;
-    may_enrol(state, identity, enabled)?;
+    may_enrol(state, identity, enabled).await?;
     match account_totp::confirm(state, &identity.user.id, code, ctx.client_ip).await? {
         CodeCheck::Accepted => {
             let actor = Actor::session(state, &identity.session.session, ctx.client_ip);

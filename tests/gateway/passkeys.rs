@@ -375,6 +375,29 @@ async fn adding_a_passkey_needs_a_recent_sign_in_and_then_replaces_the_password_
 }
 
 #[tokio::test]
+async fn a_password_alone_cannot_add_a_second_factor_once_the_person_has_one() {
+    let gw = gateway("");
+    let mut device = Device::new(&origin_of(gw.addr));
+    let owner = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
+    register(&gw, &owner, &mut device, "Owner's phone").await;
+
+    // Someone with only the password signs in: a fresh sign-in, but no second factor.
+    let thief = sign_in(&gw, DEMO_EMAIL, FIREFOX_WIN).await;
+    let resp = post(&gw, "/.dalea/api/passkeys/register/begin", Some(&thief), json!({ "name": "Mine now" })).await;
+    assert_eq!(refused(resp, 401, "confirm it's you").await["error"], "elevation_required");
+    let resp = post(&gw, "/.dalea/api/totp/enroll", Some(&thief), json!({})).await;
+    assert_eq!(resp.status(), 401, "no authenticator app of their own either");
+    assert_eq!(list(&gw, &owner).await.len(), 1, "nothing added");
+    assert!(gw.state.accounts.totp("demo").await.unwrap().pending.is_none(), "no enrolment started");
+
+    // The owner, confirmed with their passkey, may add another.
+    let owner = elevate_with_passkey(&gw, &owner, &mut device).await;
+    let mut second = Device::new(&origin_of(gw.addr));
+    register(&gw, &owner, &mut second, "Spare key").await;
+    assert_eq!(list(&gw, &owner).await.len(), 2);
+}
+
+#[tokio::test]
 async fn confirming_with_a_passkey_rotates_the_cookie_and_ceremonies_are_taken_once_within_five_minutes() {
     let gw = gateway("");
     let mut device = Device::new(&origin_of(gw.addr));
@@ -502,7 +525,7 @@ async fn the_page_forms_rename_and_remove_and_the_script_is_served() {
     let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
     assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline'; script"), "{csp}");
     let html = page.text().await.unwrap();
-    assert!(html.contains("id=\"passkey-add\"") && html.contains("src=\"/.dalea/assets/passkeys.js\""));
+    assert!(!html.contains("id=\"passkey-add\""), "with a passkey, adding another needs a confirmation with one");
     let token = hidden_input(&html, "csrf_token").expect("form token");
 
     let form = |action: &str, fields: Vec<(&str, &str)>| {
@@ -525,6 +548,9 @@ async fn the_page_forms_rename_and_remove_and_the_script_is_served() {
     assert_eq!(resp.status(), 401);
     assert_eq!(list(&gw, &cookie).await.len(), 1);
     let cookie = elevate_with_passkey(&gw, &cookie, &mut device).await;
+    let html = navigate(&gw, "/.dalea/settings/security/passkeys", &cookie).await.text().await.unwrap();
+    assert!(html.contains("id=\"passkey-add\""), "confirmed with a passkey: adding another is offered");
+    assert!(html.contains("src=\"/.dalea/assets/passkeys.js\""));
     let resp = client()
         .post(gw.url(&format!("/.dalea/settings/security/passkeys/{id}/remove")))
         .header("cookie", &cookie)
@@ -574,10 +600,13 @@ async fn bad_answers_are_refused_with_a_clear_message_and_change_nothing() {
     let mut device = Device::new(&origin);
     let demo = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
     register(&gw, &demo, &mut device, "Laptop").await;
+    // Confirmed with it, so that adding a second one (below) may begin.
+    let demo = elevate_with_passkey(&gw, &demo, &mut device).await;
     let mut sams = Device::new(&origin);
     let sam = sign_in(&gw, SAM_EMAIL, FIREFOX_WIN).await;
     register(&gw, &sam, &mut sams, "Sam's key").await;
     let before = (list(&gw, &demo).await, list(&gw, &sam).await);
+    let strength_before = current_session(&gw, &demo).await["auth_strength"].clone();
     let sessions_before = sessions(&gw, &demo).await.1["sessions"].as_array().unwrap().len();
 
     // An answer made on another origin (same RP id, another port).
@@ -708,7 +737,7 @@ async fn bad_answers_are_refused_with_a_clear_message_and_change_nothing() {
     assert_eq!(list(&gw, &sam).await, before.1, "Sam's passkeys untouched");
     let now = sessions(&gw, &demo).await.1["sessions"].as_array().unwrap().len();
     assert_eq!(now, sessions_before + 1, "only the one good sign-in made a session");
-    assert_eq!(current_session(&gw, &demo).await["auth_strength"]["elevated"], false, "no refusal elevated anything");
+    assert_eq!(current_session(&gw, &demo).await["auth_strength"], strength_before, "no refusal changed the elevation");
     assert_eq!(get_json(&gw, "/app", &signed_in).await.status(), 200);
 }
 
@@ -755,9 +784,13 @@ async fn a_passkey_removed_on_one_replica_stops_working_on_the_other_at_once() {
 async fn a_person_with_the_most_passkeys_still_confirms_and_cannot_add_more() {
     let gw = gateway("");
     let mut device = Device::new(&origin_of(gw.addr));
-    let cookie = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
+    let mut cookie = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
     for n in 0..dalea_gateway::passkeys::MAX_PASSKEYS_PER_PERSON {
         register(&gw, &cookie, &mut device, &format!("Key {n}")).await;
+        if n == 0 {
+            // Adding more needs a confirmation with one.
+            cookie = elevate_with_passkey(&gw, &cookie, &mut device).await;
+        }
     }
     let resp = post(&gw, "/.dalea/api/passkeys/register/begin", Some(&cookie), json!({ "name": "One more" })).await;
     refused(resp, 409, "Remove one you no longer use first").await;

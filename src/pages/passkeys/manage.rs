@@ -86,7 +86,7 @@ async fn render(
             .iter()
             .map(|v| Row { view: v, created_ago: &v.created_ago, last_used_ago: v.last_used_ago.as_deref() })
             .collect(),
-        may_add: guard::recently_authenticated(state, identity).is_ok(),
+        may_add: guard::may_add_second_factor(state, identity).await.is_ok(),
         may_remove: guard::elevated_by_second_factor(state, identity).is_ok(),
         full: records.len() >= MAX_PASSKEYS_PER_PERSON,
         elevate_url: elevate_url(PASSKEYS_PATH),

@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 
 use super::sessions::SessionView;
 use super::{
-    body, csrf, elevate, elevate_url, guard, query_param, redirect, signin, trusted_forwarded_host, UserView,
+    body, csrf, elevate, elevate_url, guard, names, query_param, redirect, signin, trusted_forwarded_host, UserView,
     PASSKEYS_PATH,
 };
 use crate::account::audit_log::{self, Actor};
@@ -219,18 +219,14 @@ struct Finish {
     rd: Option<String>,
 }
 
-/// A passkey name: trimmed, 1 to [`MAX_NAME_CHARS`] characters, nothing invisible.
+/// A passkey name: trimmed, 1 to [`MAX_NAME_CHARS`] characters, nothing hidden
+/// ([`names::is_hidden`]).
 fn check_name(raw: &str) -> Result<String, GatewayError> {
-    let name = raw.trim();
-    // No invisible or direction-changing characters that could make one name look like another.
-    let hidden =
-        |c: char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}');
-    if !name_is_valid(name) || name.chars().any(hidden) {
-        return Err(GatewayError::BadRequest(format!(
+    names::clean(raw, MAX_NAME_CHARS).filter(|n| name_is_valid(n)).ok_or_else(|| {
+        GatewayError::BadRequest(format!(
             "Give the passkey a name of 1 to {MAX_NAME_CHARS} characters, e.g. \"Work laptop\"."
-        )));
-    }
-    Ok(name.to_string())
+        ))
+    })
 }
 
 /// The start of a credential id, for log lines.

@@ -15,12 +15,13 @@ fn too_many() -> GatewayError {
     ))
 }
 
-/// POST /.dalea/api/passkeys/register/begin `{"name"}` → `{"ceremony","publicKey"}`. Needs a
-/// sign-in or confirmation within `elevation.max_age` (else 401 `elevation_required`).
+/// POST /.dalea/api/passkeys/register/begin `{"name"}` → `{"ceremony","publicKey"}`. Adding a
+/// second factor: a sign-in or confirmation within `elevation.max_age` for someone with none,
+/// a confirmation with a second factor for someone with one (else 401 `elevation_required`).
 pub async fn register_begin(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
     let service = service(state)?;
     let (identity, req): (_, RegisterBegin) = guard::json_post(state, session, ctx).await?;
-    guard::recently_authenticated(state, &identity)?;
+    guard::may_add_second_factor(state, &identity).await?;
     let name = check_name(&req.name)?;
     let user = &identity.user;
     let existing = state.passkey_store.passkeys_of(&user.id).await?;
