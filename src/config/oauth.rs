@@ -260,6 +260,11 @@ fn provider(i: usize, p: ProviderFile, base: &Path) -> Result<ProviderConfig, Co
         }
     };
     let github_urls = p.authorize_url.is_some() || p.token_url.is_some() || p.api_url.is_some();
+    // The GitHub-only key that was set, for the message.
+    let github_key = [("authorize_url", &p.authorize_url), ("token_url", &p.token_url), ("api_url", &p.api_url)]
+        .into_iter()
+        .find_map(|(k, v)| v.is_some().then_some(k))
+        .unwrap_or("authorize_url");
     let kind = match p.kind.as_str() {
         "github" => {
             only_for("issuer", p.issuer.is_some(), "\"google\", \"microsoft\" or \"oidc\"")?;
@@ -274,7 +279,7 @@ fn provider(i: usize, p: ProviderFile, base: &Path) -> Result<ProviderConfig, Co
             }
         }
         "microsoft" => {
-            only_for("authorize_url", github_urls, "\"github\"")?;
+            only_for(github_key, github_urls, "\"github\"")?;
             let tenant = p.tenant.clone().unwrap_or_else(|| "common".into());
             if tenant.is_empty() || !tenant.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
                 return Err(ConfigError::new(key("tenant"), format!("{tenant:?} is not a tenant id or name")));
@@ -292,7 +297,7 @@ fn provider(i: usize, p: ProviderFile, base: &Path) -> Result<ProviderConfig, Co
             ProviderKind::Microsoft { tenant, issuer, allowed_tenants: p.allowed_tenants.clone() }
         }
         kind => {
-            only_for("authorize_url", github_urls, "\"github\"")?;
+            only_for(github_key, github_urls, "\"github\"")?;
             only_for("tenant", p.tenant.is_some() || !p.allowed_tenants.is_empty(), "\"microsoft\"")?;
             let issuer = match (&p.issuer, kind) {
                 (Some(i), _) => endpoint(&key("issuer"), i)?,

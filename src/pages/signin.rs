@@ -226,7 +226,7 @@ async fn begin_session(
         passkey,
     };
     let (s, token) = state.sessions.sign_in(new).await?;
-    tracing::info!(user.id = %user.id, session.id = %s.id, client.ip = %ip_field(ctx), outcome = "success", "signed in");
+    tracing::info!(user.id = %user.id, session.id = %s.id, client.ip = %ip_field(ctx), method = %s.sign_in_method.as_string(), outcome = "success", "signed in");
     let event = AuditEvent::SignIn { method: s.sign_in_method.as_string() };
     audit_log::record(state, &user.id, Actor::session(state, &s, ctx.client_ip), event).await;
     super::sessions::after_sign_in(state, ctx, user, &s).await;

@@ -102,7 +102,11 @@ fn bad_provider_settings_name_the_key() {
         ("kind = \"google\"\nscopes = [\"openid\", \"a b\"]", "oauth.providers[0].scopes"),
         ("kind = \"google\"\ntenant = \"common\"", "oauth.providers[0].tenant"),
         ("kind = \"github\"\nissuer = \"https://x.example\"", "oauth.providers[0].issuer"),
-        ("kind = \"google\"\napi_url = \"https://x.example\"", "oauth.providers[0].authorize_url"),
+        ("kind = \"google\"\napi_url = \"https://x.example\"", "oauth.providers[0].api_url"),
+        (
+            "kind = \"oidc\"\nissuer = \"https://x.example\"\ntoken_url = \"https://x.example\"",
+            "oauth.providers[0].token_url",
+        ),
         ("kind = \"microsoft\"\ntenant = \"a b\"", "oauth.providers[0].tenant"),
         (
             "kind = \"microsoft\"\ntenant = \"contoso.onmicrosoft.com\"\nallowed_tenants = [\"x\"]",
