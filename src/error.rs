@@ -28,6 +28,9 @@ pub enum GatewayError {
     TooManyAttempts(u64),
     #[error("Too many wrong codes. Try again in {} minutes.", .0.div_ceil(60))]
     TooManyCodes(u64),
+    /// The client's network started more sign-ins (provider, passkey) than `[rate_limit]` allows.
+    #[error("Too many sign-ins started from your network. Try again in {}.", minutes(*.0))]
+    TooManySignInStarts(u64),
     /// A sensitive route or action and no re-authentication within `max_age` (seconds).
     #[error(
         "This needs you to confirm it's you again (a passkey, a code from your authenticator app, or your password)."
@@ -51,6 +54,10 @@ pub enum GatewayError {
     ApiKeyMisplaced,
     #[error("Sessions are temporarily unavailable. Nothing was lost; try again in a moment.")]
     StoreUnavailable,
+    /// The pending store is full (`pending::TOO_MANY`): no sign-in through a provider or with a
+    /// passkey can start until some finish or expire.
+    #[error("Too many sign-ins are in progress right now. Try again in a few minutes, or sign in with your password.")]
+    SignInsInProgress,
     #[error("The application behind the gateway is not answering. Try again in a moment.")]
     UpstreamUnavailable,
     #[error("The application behind the gateway took too long to answer.")]
@@ -77,8 +84,10 @@ impl GatewayError {
             GatewayError::Conflict(_) => 409,
             GatewayError::PayloadTooLarge => 413,
             GatewayError::UnsupportedMediaType(_) => 415,
-            GatewayError::TooManyAttempts(_) | GatewayError::TooManyCodes(_) => 429,
-            GatewayError::StoreUnavailable => 503,
+            GatewayError::TooManyAttempts(_) | GatewayError::TooManyCodes(_) | GatewayError::TooManySignInStarts(_) => {
+                429
+            }
+            GatewayError::StoreUnavailable | GatewayError::SignInsInProgress => 503,
             GatewayError::UpstreamUnavailable => 502,
             GatewayError::UpstreamTimeout => 504,
             GatewayError::Internal => 500,
@@ -98,7 +107,9 @@ impl GatewayError {
             GatewayError::Conflict(_) => "conflict",
             GatewayError::PayloadTooLarge => "payload_too_large",
             GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",
-            GatewayError::TooManyAttempts(_) | GatewayError::TooManyCodes(_) => "too_many_attempts",
+            GatewayError::TooManyAttempts(_) | GatewayError::TooManyCodes(_) | GatewayError::TooManySignInStarts(_) => {
+                "too_many_attempts"
+            }
             GatewayError::ElevationRequired { .. } => "elevation_required",
             GatewayError::BadCode => "invalid_code",
             GatewayError::PasskeyRefused(_) => "passkey_refused",
@@ -107,6 +118,7 @@ impl GatewayError {
             GatewayError::ApiKeyNotAccepted(_) => "api_key_not_accepted",
             GatewayError::ApiKeyMisplaced => "api_key_misplaced",
             GatewayError::StoreUnavailable => "store_unavailable",
+            GatewayError::SignInsInProgress => "too_many_signins_in_progress",
             GatewayError::UpstreamUnavailable => "upstream_unavailable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::Internal => "internal",
@@ -118,7 +130,11 @@ impl GatewayError {
         match self {
             GatewayError::MethodNotAllowed(allow) => vec![("allow", allow.to_string())],
             GatewayError::StoreUnavailable => vec![("retry-after", "2".to_string())],
-            GatewayError::TooManyAttempts(secs) | GatewayError::TooManyCodes(secs) => {
+            // Records expire within minutes (passkeys 5, providers 10).
+            GatewayError::SignInsInProgress => vec![("retry-after", "60".to_string())],
+            GatewayError::TooManyAttempts(secs)
+            | GatewayError::TooManyCodes(secs)
+            | GatewayError::TooManySignInStarts(secs) => {
                 vec![("retry-after", secs.to_string())]
             }
             // RFC 6750: the token presented is no good.
@@ -171,6 +187,38 @@ impl GatewayError {
     }
 }
 
+impl GatewayError {
+    /// A sign-in start that could not keep its record in the pending store, logged here once at
+    /// warn (`method`: `passkey`, `oauth:<provider>`): a full store is [`SignInsInProgress`]
+    /// (trying again in a moment cannot help), anything else a store outage.
+    ///
+    /// [`SignInsInProgress`]: GatewayError::SignInsInProgress
+    pub fn from_pending_put(e: crate::session::store::StoreError, method: &str) -> Self {
+        match e {
+            crate::session::store::StoreError::Unavailable(m) if m == crate::pending::TOO_MANY => {
+                tracing::warn!(
+                    method,
+                    limit = crate::pending::MAX_RECORDS,
+                    "sign-in refused: the pending store is full of sign-ins in progress"
+                );
+                GatewayError::SignInsInProgress
+            }
+            other => {
+                tracing::warn!(method, error = %other, "sign-in could not start: session store error");
+                GatewayError::StoreUnavailable
+            }
+        }
+    }
+}
+
+/// `1 minute`, `15 minutes`: whole minutes, rounded up, for `secs` seconds.
+fn minutes(secs: u64) -> String {
+    match secs.div_ceil(60) {
+        1 => "1 minute".to_string(),
+        n => format!("{n} minutes"),
+    }
+}
+
 impl From<crate::session::store::StoreError> for GatewayError {
     fn from(e: crate::session::store::StoreError) -> Self {
         tracing::warn!(error = %e, "session store error");
@@ -197,6 +245,33 @@ mod tests {
         assert_eq!(name, "www-authenticate");
         assert!(value.starts_with(r#"Bearer error="insufficient_user_authentication", error_description=""#));
         assert!(value.ends_with(", max_age=600"), "{value}");
+    }
+
+    #[test]
+    fn a_full_pending_store_is_its_own_503_and_other_store_errors_stay_outages() {
+        use crate::session::store::StoreError;
+        let full = GatewayError::from_pending_put(StoreError::Unavailable(crate::pending::TOO_MANY.into()), "passkey");
+        assert_eq!(full, GatewayError::SignInsInProgress);
+        assert_eq!((full.status(), full.code()), (503, "too_many_signins_in_progress"));
+        assert_eq!(
+            full.to_string(),
+            "Too many sign-ins are in progress right now. Try again in a few minutes, or sign in with your password."
+        );
+        assert_eq!(full.headers(), vec![("retry-after", "60".to_string())]);
+        let down = GatewayError::from_pending_put(StoreError::Unavailable("connection refused".into()), "oauth:corp");
+        assert_eq!(down, GatewayError::StoreUnavailable);
+        let bad = GatewayError::from_pending_put(StoreError::Corrupt("pending record refused".into()), "passkey");
+        assert_eq!(bad, GatewayError::StoreUnavailable);
+    }
+
+    #[test]
+    fn too_many_starts_say_how_long_in_whole_minutes() {
+        let e = GatewayError::TooManySignInStarts(61);
+        assert_eq!((e.status(), e.code()), (429, "too_many_attempts"));
+        assert_eq!(e.to_string(), "Too many sign-ins started from your network. Try again in 2 minutes.");
+        assert_eq!(e.headers(), vec![("retry-after", "61".to_string())]);
+        let soon = GatewayError::TooManySignInStarts(1);
+        assert_eq!(soon.to_string(), "Too many sign-ins started from your network. Try again in 1 minute.");
     }
 
     #[test]

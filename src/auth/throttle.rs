@@ -9,6 +9,9 @@
 //! live in bounded tables; if one is full of live windows, new keys there go uncounted — the
 //! per-account limit of every real account still holds. In memory, so per process: the Redis
 //! store provides the same [`AttemptLimiter`] shared by every replica.
+//!
+//! Sign-in *starts* (through a provider, or a passkey ceremony) are counted too, with the same
+//! limiter, by [`reserve_start`]: per client network only, and never given back.
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -40,6 +43,13 @@ impl Rule {
 
     pub fn totp(c: &RateLimitConfig) -> Rule {
         Rule { kind: "totp", per_account: c.totp_per_account, per_network: c.totp_per_network, window: c.window }
+    }
+
+    /// Sign-ins started (see [`reserve_start`]): only a per-network count, kept as the "account"
+    /// counter of the network's key, so both limits are the same number.
+    pub fn signin_start(c: &RateLimitConfig) -> Rule {
+        let n = c.signin_starts_per_network;
+        Rule { kind: "signin_start", per_account: n, per_network: n, window: c.window }
     }
 
     fn window_ms(&self) -> Millis {
@@ -115,6 +125,37 @@ pub fn network(ip: IpAddr) -> IpAddr {
             s[4..].fill(0);
             IpAddr::from(s)
         }
+    }
+}
+
+/// The network a sign-in start is counted against, as a counter key: IPv4 per /24, IPv6 per
+/// /64. Coarser than [`network`] for IPv4, because a start costs a stored record whether or not
+/// anyone finishes it, so one client holding a few addresses must not get a budget per address.
+pub fn start_network(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        IpAddr::V6(_) => format!("{}/64", network(ip)),
+    }
+}
+
+/// Counts a sign-in start from `ip` under [`Rule::signin_start`]: `Ok(Err(retry_after))` when
+/// its network has used up the window (nothing counted), `Err` when the counter cannot be
+/// reached. A client whose address is unknown is not counted. One counter per start, in the
+/// bounded table for unknown keys (in memory) or `<prefix>:t:{signin_start:a:<network>}`
+/// (Redis, shared by every replica); refusals are counted in
+/// `dalea_rate_limit_rejections_total{limit="signin_start"}` like the other rules'.
+pub async fn reserve_start(
+    limiter: &dyn AttemptLimiter,
+    rule: &Rule,
+    ip: Option<IpAddr>,
+    now: Millis,
+) -> Result<Result<(), Duration>, StoreError> {
+    match ip {
+        Some(ip) => limiter.reserve(rule, &start_network(ip), false, None, now).await,
+        None => Ok(Ok(())),
     }
 }
 
@@ -300,6 +341,39 @@ mod tests {
         t.succeeded(&SIGNIN, "a@x", IP);
         assert!(t.reserve(&SIGNIN, "a@x", true, IP, 0).is_ok());
         assert_eq!(t.networks.get(&("signin", network(IP.unwrap()))).map(|e| e.1), Some(ACCOUNT_LIMIT));
+    }
+
+    /// A start's verdict from the in-memory limiter (which is never unreachable).
+    async fn start(t: &SignInThrottle, rule: &Rule, ip: Option<&str>, now: Millis) -> Result<(), Duration> {
+        let ip = ip.map(|s| s.parse::<IpAddr>().unwrap());
+        reserve_start(t, rule, ip, now).await.unwrap_or_else(|e| panic!("in memory: {e}"))
+    }
+
+    #[tokio::test]
+    async fn sign_in_starts_are_counted_per_ipv4_24_and_ipv6_64() {
+        let config = RateLimitConfig { signin_starts_per_network: 3, ..RateLimitConfig::default() };
+        let rule = Rule::signin_start(&config);
+        assert_eq!((rule.kind, rule.per_account, rule.per_network), ("signin_start", 3, 3));
+        assert_eq!(Rule::signin_start(&RateLimitConfig::default()).per_network, 450);
+        let t = SignInThrottle::default();
+        for host in ["192.0.2.1", "192.0.2.2", "192.0.2.254"] {
+            assert_eq!(start(&t, &rule, Some(host), 0).await, Ok(()));
+        }
+        let refused = start(&t, &rule, Some("192.0.2.77"), 1_000).await;
+        assert_eq!(refused, Err(WINDOW - Duration::from_secs(1)), "the whole /24 has used its 3");
+        assert_eq!(start(&t, &rule, Some("192.0.3.1"), 1_000).await, Ok(()), "the next /24 has not");
+        assert_eq!(start(&t, &rule, None, 1_000).await, Ok(()), "unknown clients are not counted");
+        assert_eq!(start(&t, &rule, Some("192.0.2.1"), window()).await, Ok(()), "a new window starts afresh");
+
+        for i in 0..3 {
+            assert_eq!(start(&t, &rule, Some(&format!("2001:db8:1:2::{i}")), 0).await, Ok(()));
+        }
+        assert!(start(&t, &rule, Some("2001:db8:1:2:ffff::1"), 0).await.is_err(), "the same /64");
+        assert_eq!(start(&t, &rule, Some("2001:db8:1:3::1"), 0).await, Ok(()), "another /64");
+        assert_eq!(start_network("2001:db8:1:2:3:4:5:6".parse().unwrap()), "2001:db8:1:2::/64");
+        assert_eq!(start_network("198.51.100.200".parse().unwrap()), "198.51.100.0/24");
+        let ip = Some(IpAddr::from([192, 0, 2, 1]));
+        assert!(t.reserve(&Rule::sign_in(&config), "a@x", true, ip, 1_000).is_ok(), "sign-in attempts count apart");
     }
 
     #[test]

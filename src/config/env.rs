@@ -54,6 +54,7 @@ const SCHEMA: &[(&str, &str, Kind)] = &[
     ("rate_limit", "signin_per_network", Kind::Int),
     ("rate_limit", "totp_per_account", Kind::Int),
     ("rate_limit", "totp_per_network", Kind::Int),
+    ("rate_limit", "signin_starts_per_network", Kind::Int),
     ("secrets", "encryption_key", Kind::Str),
     ("secrets", "encryption_key_file", Kind::Str),
     ("oauth", "public_url", Kind::Str),

@@ -1,6 +1,6 @@
 //! The `[elevation]`, `[rate_limit]` and `[secrets]` sections: how recent a sensitive action's
-//! re-authentication must be, how many failed attempts are allowed, and the key that encrypts
-//! per-person secrets (TOTP seeds) at rest.
+//! re-authentication must be, how many failed attempts (and sign-in starts) are allowed, and the
+//! key that encrypts per-person secrets (TOTP seeds) at rest.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,6 +37,7 @@ pub(super) struct RateLimitFile {
     pub(super) signin_per_network: u32,
     pub(super) totp_per_account: u32,
     pub(super) totp_per_network: u32,
+    pub(super) signin_starts_per_network: u32,
 }
 
 impl Default for RateLimitFile {
@@ -47,6 +48,7 @@ impl Default for RateLimitFile {
             signin_per_network: 50,
             totp_per_account: 10,
             totp_per_network: 50,
+            signin_starts_per_network: 450,
         }
     }
 }
@@ -64,7 +66,8 @@ pub struct ElevationConfig {
     pub max_age: Duration,
 }
 
-/// Failed-attempt limits, per account and per client network, in fixed windows.
+/// Failed-attempt limits, per account and per client network, in fixed windows; and how many
+/// sign-ins through a provider or with a passkey one client network may start per window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitConfig {
     pub window: Duration,
@@ -72,6 +75,10 @@ pub struct RateLimitConfig {
     pub signin_per_network: u32,
     pub totp_per_account: u32,
     pub totp_per_network: u32,
+    /// Starts (`/.dalea/oauth/{p}/start`, passkey `signin/begin`) per IPv4 /24 or IPv6 /64: each
+    /// keeps a record in the pending store until it is finished or expires, so one client
+    /// cannot fill the store and block everyone's sign-ins. Successful starts are not given back.
+    pub signin_starts_per_network: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -83,6 +90,7 @@ impl Default for RateLimitConfig {
             signin_per_network: f.signin_per_network,
             totp_per_account: f.totp_per_account,
             totp_per_network: f.totp_per_network,
+            signin_starts_per_network: f.signin_starts_per_network,
         }
     }
 }
@@ -131,6 +139,7 @@ pub(super) fn rate_limit(r: RateLimitFile) -> Result<RateLimitConfig, ConfigErro
         ("signin_per_network", r.signin_per_network),
         ("totp_per_account", r.totp_per_account),
         ("totp_per_network", r.totp_per_network),
+        ("signin_starts_per_network", r.signin_starts_per_network),
     ] {
         if !(1..=100_000).contains(&n) {
             return Err(ConfigError::new(format!("rate_limit.{name}"), format!("{n} is outside 1..=100000")));
@@ -142,6 +151,7 @@ pub(super) fn rate_limit(r: RateLimitFile) -> Result<RateLimitConfig, ConfigErro
         signin_per_network: r.signin_per_network,
         totp_per_account: r.totp_per_account,
         totp_per_network: r.totp_per_network,
+        signin_starts_per_network: r.signin_starts_per_network,
     })
 }
 
@@ -230,6 +240,11 @@ mod tests {
         assert_eq!(rate_limit(RateLimitFile::default()).unwrap(), RateLimitConfig::default());
         let zero = RateLimitFile { totp_per_account: 0, ..RateLimitFile::default() };
         assert_eq!(rate_limit(zero).unwrap_err().key, "rate_limit.totp_per_account");
+        assert_eq!(RateLimitConfig::default().signin_starts_per_network, 450, "30 a minute over 15 minutes");
+        let none = RateLimitFile { signin_starts_per_network: 0, ..RateLimitFile::default() };
+        assert_eq!(rate_limit(none).unwrap_err().key, "rate_limit.signin_starts_per_network");
+        let starts = RateLimitFile { signin_starts_per_network: 5, ..RateLimitFile::default() };
+        assert_eq!(rate_limit(starts).unwrap().signin_starts_per_network, 5);
     }
 
     #[test]

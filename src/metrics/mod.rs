@@ -69,8 +69,9 @@ const SIGNIN_METHODS: [&str; 2] = ["password", "passkey"];
 const SIGNIN_OUTCOMES: [&str; 6] = ["success", "failure", "throttled", "error", "refused", "cancelled"];
 const ELEVATION_METHODS: [&str; 3] = ["totp", "passkey", "password"];
 const ELEVATION_OUTCOMES: [&str; 3] = ["success", "failure", "throttled"];
-/// `limit` label values: the throttle rules' kinds.
-const LIMITS: [&str; 2] = ["signin", "totp"];
+/// `limit` label values: the throttle rules' kinds (`signin_start`: sign-ins started through a
+/// provider or with a passkey, per client network).
+const LIMITS: [&str; 3] = ["signin", "totp", "signin_start"];
 /// `result` label values of sign-in notices sent to the `[notify]` webhook.
 const WEBHOOK_RESULTS: [&str; 3] = ["delivered", "failed", "dropped"];
 /// How recent a request must be for its session to count as active.
@@ -162,7 +163,7 @@ impl AuthMetrics {
         self.elevations.with_label_values(&[method, outcome]).inc();
     }
 
-    /// An attempt refused by the `limit` rule (`signin`, `totp`).
+    /// An attempt refused by the `limit` rule (`signin`, `totp`, `signin_start`).
     pub fn rate_limited(&self, limit: &str) {
         self.rate_limited.with_label_values(&[limit]).inc();
     }

@@ -37,6 +37,7 @@ fn every_family_and_known_label_value_is_exported_at_zero_from_start() {
         r#"dalea_signins_total{method="oauth:corp",outcome="cancelled"}"#,
         r#"dalea_elevations_total{method="totp",outcome="failure"}"#,
         r#"dalea_rate_limit_rejections_total{limit="totp"}"#,
+        r#"dalea_rate_limit_rejections_total{limit="signin_start"}"#,
         r#"dalea_notify_webhook_notices_total{result="dropped"}"#,
         "dalea_notify_webhook_retries_total",
     ] {

@@ -10,7 +10,9 @@
 //! goes back to the sign-in page with a note to choose again: never a bare 400.
 //!
 //! Start answers GET (links from apps: `?rd=`, `&remember_me=on`) and POST (the sign-in page's
-//! form, with its CSRF token and remember-me checkbox).
+//! form, with its CSRF token and remember-me checkbox). Each start keeps a record, so starts are
+//! counted per client network (`[rate_limit] signin_starts_per_network`) before anything else is
+//! done; past the limit, and when the pending store is full, the sign-in page says so.
 
 use pingora::proxy::Session;
 use serde::{Deserialize, Serialize};
@@ -21,6 +23,7 @@ use super::signin::{self, render_form, RESTART_NOTICE};
 use super::{body, csrf, query_param, redirect, trusted_forwarded_host, SIGNIN_PATH};
 use crate::auth::external::{self, Resolution};
 use crate::auth::oauth::{OAuthError, PendingFlow};
+use crate::auth::throttle::{reserve_start, Rule};
 use crate::error::GatewayError;
 use crate::proxy::authenticate;
 use crate::proxy::ctx::RequestCtx;
@@ -84,11 +87,19 @@ pub async fn start(
         return Ok(Reply::see_other(&rd));
     }
     let now = state.sessions.now();
+    let method = metric_method(provider);
+    let rule = Rule::signin_start(&state.config.rate_limit);
+    if let Err(retry) = reserve_start(state.throttle.as_ref(), &rule, ctx.client_ip, now).await? {
+        state.metrics.auth.signin(&method, "throttled");
+        let ip = ip_field(ctx);
+        tracing::info!(provider, outcome = "throttled", client.ip = %ip, "sign-in start refused: too many from its network");
+        return Ok(refusal(state, session, &rd, &GatewayError::TooManySignInStarts(retry.as_secs().max(1))));
+    }
     let redirect_uri = state.config.oauth.redirect_uri(provider);
     let (url, flow) = match state.oauth.start(provider, &redirect_uri, now).await {
         Ok(started) => started,
         Err(e) => {
-            state.metrics.auth.signin(&metric_method(provider), "error");
+            state.metrics.auth.signin(&method, "error");
             tracing::warn!(provider, error = %e, "sign-in through a provider could not start");
             return Ok(render_form(state, session, 502, &rd, "", Some(&unreachable_message(&display))));
         }
@@ -100,8 +111,25 @@ pub async fn start(
     let pending = PendingSignIn { flow, rd, remember_me, binding: binding_hash(&binding) };
     let value = serde_json::to_vec(&pending).map_err(|_| GatewayError::Internal)?;
     let expires_at = now + OAUTH_MAX_AGE.as_millis() as i64;
-    state.pending.put_pending(KIND, &id, &value, expires_at).await?;
+    if let Err(e) = state.pending.put_pending(KIND, &id, &value, expires_at).await {
+        state.metrics.auth.signin(&method, "error");
+        return match GatewayError::from_pending_put(e, &method) {
+            full @ GatewayError::SignInsInProgress => Ok(refusal(state, session, &pending.rd, &full)),
+            other => Err(other),
+        };
+    }
     Ok(Reply::see_other(&url).header("set-cookie", state.cookies.set_oauth_binding(&binding)))
+}
+
+/// The sign-in page again, saying why this sign-in could not start (`err`'s status, message and
+/// `Retry-After`).
+fn refusal(state: &AppState, session: &Session, rd: &str, err: &GatewayError) -> Reply {
+    let page = render_form(state, session, err.status(), rd, "", Some(&err.to_string()));
+    err.headers().into_iter().fold(page, |page, (name, value)| page.header(name, value))
+}
+
+fn ip_field(ctx: &RequestCtx) -> String {
+    ctx.client_ip.map_or_else(|| "-".to_string(), |ip| ip.to_string())
 }
 
 fn is_on(v: &str) -> bool {

@@ -24,5 +24,6 @@ mod replicas;
 mod sentinel;
 mod sessions;
 mod signin;
+mod signin_starts;
 mod totp;
 mod vigilance;

@@ -103,13 +103,23 @@ fn binding_hash(value: &str) -> String {
 
 /// Keeps a ceremony for [`PASSKEY_MAX_AGE`]; returns its id.
 async fn keep(state: &AppState, ceremony: &Ceremony) -> Result<String, GatewayError> {
+    keep_or(state, ceremony, GatewayError::from).await
+}
+
+/// [`keep`], with the store's refusal answered by `refused` (a sign-in tells a full pending
+/// store apart from an outage).
+async fn keep_or(
+    state: &AppState,
+    ceremony: &Ceremony,
+    refused: impl FnOnce(StoreError) -> GatewayError,
+) -> Result<String, GatewayError> {
     let id = random_string::<32>();
     let value = serde_json::to_vec(ceremony).map_err(|e| {
         tracing::warn!(error = %e, "could not serialise a passkey ceremony");
         GatewayError::Internal
     })?;
     let expires_at = state.sessions.now() + millis(PASSKEY_MAX_AGE);
-    state.pending.put_pending(KIND, &id, &value, expires_at).await?;
+    state.pending.put_pending(KIND, &id, &value, expires_at).await.map_err(refused)?;
     Ok(id)
 }
 

@@ -1,7 +1,12 @@
 //! Sign-in with a passkey: `begin` binds a discoverable-credential ceremony to this browser, `finish`
 //! checks the answer and starts the session (elevated by that passkey).
+//!
+//! Anyone may begin, and each begin keeps a record: begins are counted per client network
+//! (`[rate_limit] signin_starts_per_network`) before anything is kept, and a full pending store
+//! is answered with its own 503.
 
 use super::*;
+use crate::auth::throttle::reserve_start;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +33,14 @@ async fn anonymous_json<T: serde::de::DeserializeOwned>(
 pub async fn signin_begin(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> Result<Reply, GatewayError> {
     let service = service(state)?;
     let req: SignInBegin = anonymous_json(state, session, ctx).await?;
+    let rule = Rule::signin_start(&state.config.rate_limit);
+    let now = state.sessions.now();
+    if let Err(retry) = reserve_start(state.throttle.as_ref(), &rule, ctx.client_ip, now).await? {
+        state.metrics.auth.signin("passkey", "throttled");
+        let ip = ip_field(ctx);
+        tracing::info!(outcome = "throttled", client.ip = %ip, "passkey sign-in start refused: too many from its network");
+        return Err(GatewayError::TooManySignInStarts(retry.as_secs().max(1)));
+    }
     let (rcr, auth) = service.start_signin().map_err(refused)?;
     // One binding per browser, shared by its tabs.
     let cookies = session.req_header().headers.get_all(http::header::COOKIE);
@@ -39,7 +52,11 @@ pub async fn signin_begin(state: &AppState, session: &mut Session, ctx: &Request
         remember_me: req.remember_me,
         rd: redirect::safe_redirect(req.rd.as_deref()),
     };
-    let id = keep(state, &ceremony).await?;
+    let id = keep_or(state, &ceremony, |e| {
+        state.metrics.auth.signin("passkey", "error");
+        GatewayError::from_pending_put(e, "passkey")
+    })
+    .await?;
     Ok(begun(&id, rcr.public_key)?.header("set-cookie", state.cookies.set_passkey_binding(&binding)))
 }
 
