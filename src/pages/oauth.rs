@@ -163,7 +163,9 @@ pub async fn callback(
         let msg = if cancelled {
             format!("Signing in with {display} was cancelled. Choose how to sign in.")
         } else {
-            format!("{display} could not sign you in ({}). Try again, or sign in another way.", safe_code(&error))
+            let code = safe_code(&error);
+            let code = if code.is_empty() { String::new() } else { format!(" ({code})") };
+            format!("{display} could not sign you in{code}. Try again, or sign in another way.")
         };
         return Ok(render_form(state, session, 401, &rd, "", Some(&msg)));
     }

@@ -299,6 +299,13 @@ async fn the_provider_saying_no_shows_the_sign_in_page_and_passwords_still_work(
     assert_eq!(status, 401);
     assert!(html.contains("Signing in with Corp SSO was cancelled"), "{html}");
     assert_eq!(signins(&gw, "cancelled"), 1.0);
+    // Another error, with nothing usable for a code: said plainly, nothing echoed.
+    let s = start(&gw, "corp", "").await;
+    let state = query_param(&s.authorize, "state").expect("state");
+    let back = gw.url(&format!("/.dalea/oauth/corp/callback?error=%3C%2F%3E&state={state}"));
+    let (status, html) = page_text(callback(&back, &s.cookie).await).await;
+    assert_eq!(status, 401);
+    assert!(html.contains("Corp SSO could not sign you in. Try again"), "{html}");
     assert_eq!(try_sign_in(&gw, DEMO_EMAIL, PASSWORD).await.status(), 200);
 }
 
