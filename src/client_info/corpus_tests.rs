@@ -1,5 +1,5 @@
 //! Checks against other people's corpora: uap-core's tests for the embedded User-Agent rules
-//! (bundled in the `ua-parser` package, always available) and, when /work/shared's data is
+//! (bundled in the `ua-parser` package, always available) and, when the sibling `shared/data` directory is
 //! present (`$DALEA_SHARED_DATA`, default `../shared/data`), the newer uap-core corpus and
 //! MaxMind's GeoIP test databases. Absent data is reported with "SKIPPED".
 
@@ -114,7 +114,7 @@ fn bundled_uap_corpus_passes() {
     assert!(bad.is_empty(), "{} of {} cases differ: {bad:#?}", bad.len(), cases.len());
 }
 
-/// /work/shared holds a newer uap-core corpus than the rules ua-parser 0.2.2 ships; cases the
+/// The sibling `shared/data` holds a newer uap-core corpus than the rules ua-parser 0.2.2 ships; cases the
 /// bundled corpus does not have (with the same expectation) may legitimately fail until a
 /// newer regexes.yaml is embedded. Every other case must pass.
 #[test]

@@ -225,7 +225,7 @@ fn an_optional_database_that_does_not_load_means_no_locations() {
     assert!(!ClientInfoResolver::new_geoip_optional(Vec::new(), None).unwrap().has_geoip());
 }
 
-/// MaxMind's own test database, when /work/shared's data is present (see `corpus_tests.rs`):
+/// MaxMind's own test database, when the sibling `shared/data` directory is present (see `corpus_tests.rs`):
 /// the region and coordinates of a real City record.
 #[test]
 fn maxmind_city_records_carry_regions_and_coordinates_when_present() {

@@ -1,3 +1,6 @@
+//! Metrics: every family exported at zero from start-up, names and units, the dashboards' queries
+//! checked against what the gateway exports.
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
