@@ -6,9 +6,9 @@
 //! - `sign_in_history`: user id → `[version byte] ++ JSON` of the [`History`]
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::embedded::{unavailable, EmbeddedStore};
+use super::embedded::{open_read, unavailable, EmbeddedStore};
 use super::embedded_account::{decode, encode};
 use super::store::StoreError;
 use crate::vigilance::history::{check_sign_in, History, HistoryStore, Keep, SignIn};
@@ -35,11 +35,7 @@ fn record_sync(db: &Database, user: &str, sign_in: &SignIn, keep: Keep) -> Resul
 
 fn history_sync(db: &Database, user: &str) -> Result<History, StoreError> {
     let txn = db.begin_read().map_err(unavailable)?;
-    let table = match txn.open_table(HISTORY) {
-        Ok(t) => t,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(History::default()),
-        Err(e) => return Err(unavailable(e)),
-    };
+    let Some(table) = open_read(&txn, HISTORY)? else { return Ok(History::default()) };
     let value = table.get(user).map_err(unavailable)?;
     Ok(value.map(|v| decode(v.value())).transpose()?.unwrap_or_default())
 }

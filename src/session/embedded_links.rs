@@ -8,29 +8,15 @@
 //!   keeps one person's links together whatever characters the ids hold
 
 use async_trait::async_trait;
-use redb::{
-    Database, Key, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableError, Value,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::embedded::{unavailable, EmbeddedStore};
+use super::embedded::{open_read, unavailable, EmbeddedStore};
 use super::embedded_account::{decode, encode};
 use super::store::StoreError;
 use crate::account::links::{check_identity, check_link, too_many_links, Link, LinkStore, MAX_LINKS_PER_PERSON};
 
 const LINKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("links");
 const USER_LINKS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("user_links");
-
-/// A table for reading; `None` when nothing has created it yet.
-fn open_read<K: Key + 'static, V: Value + 'static>(
-    txn: &ReadTransaction,
-    table: TableDefinition<K, V>,
-) -> Result<Option<ReadOnlyTable<K, V>>, StoreError> {
-    match txn.open_table(table) {
-        Ok(t) => Ok(Some(t)),
-        Err(TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(e) => Err(unavailable(e)),
-    }
-}
 
 fn link_sync(db: &Database, link: &Link, record: &[u8]) -> Result<String, StoreError> {
     let (user, provider, subject) = (link.user_id.as_str(), link.provider.as_str(), link.subject.as_str());

@@ -8,12 +8,9 @@
 //!   one person's passkeys together whatever characters the ids hold
 
 use async_trait::async_trait;
-use redb::{
-    Database, Key, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableError, Value,
-    WriteTransaction,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::embedded::{unavailable, EmbeddedStore};
+use super::embedded::{open_read, unavailable, EmbeddedStore};
 use super::embedded_account::{decode, encode};
 use super::store::StoreError;
 use crate::clock::Millis;
@@ -24,18 +21,6 @@ use crate::passkeys::{
 
 const PASSKEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("passkeys");
 const USER_PASSKEYS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_passkeys");
-
-/// A table for reading; `None` when nothing has created it yet.
-fn open_read<K: Key + 'static, V: Value + 'static>(
-    txn: &ReadTransaction,
-    table: TableDefinition<K, V>,
-) -> Result<Option<ReadOnlyTable<K, V>>, StoreError> {
-    match txn.open_table(table) {
-        Ok(t) => Ok(Some(t)),
-        Err(TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(e) => Err(unavailable(e)),
-    }
-}
 
 fn add_sync(db: &Database, record: &PasskeyRecord, bytes: &[u8]) -> Result<bool, StoreError> {
     let (user, id) = (record.user_id.as_str(), record.id.as_str());

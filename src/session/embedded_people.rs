@@ -7,29 +7,15 @@
 //! - `people_emails`: lower-case email → id
 
 use async_trait::async_trait;
-use redb::{
-    Database, Key, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableError, Value,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::embedded::{unavailable, EmbeddedStore};
+use super::embedded::{open_read, unavailable, EmbeddedStore};
 use super::embedded_account::{decode, encode};
 use super::store::StoreError;
 use crate::account::people::{check_id, email_key, normalized, PeopleStore, Person};
 
 const PEOPLE: TableDefinition<&str, &[u8]> = TableDefinition::new("people");
 const PEOPLE_EMAILS: TableDefinition<&str, &str> = TableDefinition::new("people_emails");
-
-/// A table for reading; `None` when nothing has created it yet.
-fn open_read<K: Key + 'static, V: Value + 'static>(
-    txn: &ReadTransaction,
-    table: TableDefinition<K, V>,
-) -> Result<Option<ReadOnlyTable<K, V>>, StoreError> {
-    match txn.open_table(table) {
-        Ok(t) => Ok(Some(t)),
-        Err(TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(e) => Err(unavailable(e)),
-    }
-}
 
 /// An email index entry whose person is missing: the two are only ever written together.
 fn dangling() -> StoreError {
