@@ -309,16 +309,14 @@ impl AccountStore for RedisStore {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use ::redis::cluster_routing::Slot;
     use ::redis::Commands;
 
     use super::super::redis_server::{RedisCluster, RedisServer};
-    use super::super::tests::{config, raw, standalone};
+    use super::super::tests::{clustered, raw, standalone, unconnected};
     use super::*;
     use crate::account::contract::run_all;
-    use crate::config::RedisMode;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn standalone_store_fulfils_the_account_contract() {
@@ -329,18 +327,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cluster_store_fulfils_the_account_contract() {
         let cluster = RedisCluster::start(3);
-        let cfg = config(RedisMode::Cluster { nodes: cluster.nodes() }, Duration::from_secs(5));
-        let store = RedisStore::new(cfg, Duration::from_secs(600)).expect("store");
+        let store = clustered(&cluster);
         run_all(&store).await;
     }
 
     #[test]
     fn a_persons_keys_share_one_slot_whatever_the_id() {
-        let server_less = RedisStore::new(
-            config(RedisMode::Standalone { url: "redis://127.0.0.1:1/".into() }, Duration::from_secs(1)),
-            Duration::from_secs(600),
-        )
-        .expect("store");
+        let server_less = unconnected();
         for user in ["alice", "}x", "{y}", "a}b", "a{b}c", "%7D", "a:b}:n", ""] {
             let keys = [
                 server_less.totp_key(user),

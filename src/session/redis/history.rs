@@ -103,15 +103,14 @@ impl HistoryStore for RedisStore {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use ::redis::cluster_routing::Slot;
     use ::redis::Commands;
 
     use super::super::redis_server::{RedisCluster, RedisServer};
-    use super::super::tests::{config, raw, standalone};
+    use super::super::tests::{clustered, raw, standalone, unconnected};
     use super::*;
-    use crate::config::RedisMode;
+
     use crate::vigilance::history_contract::{run_all, sign_in};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,17 +122,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cluster_store_fulfils_the_history_contract() {
         let cluster = RedisCluster::start(3);
-        let cfg = config(RedisMode::Cluster { nodes: cluster.nodes() }, Duration::from_secs(5));
-        run_all(&RedisStore::new(cfg, Duration::from_secs(600)).expect("store")).await;
+        run_all(&clustered(&cluster)).await;
     }
 
     #[test]
     fn the_key_is_tagged_with_the_whole_escaped_id() {
-        let store = RedisStore::new(
-            config(RedisMode::Standalone { url: "redis://127.0.0.1:1/".into() }, Duration::from_secs(1)),
-            Duration::from_secs(600),
-        )
-        .expect("store");
+        let store = unconnected();
         assert_eq!(store.history_key("a}b{c%"), "dalea:hist:{a%7Db%7Bc%25}");
         assert_eq!(store.history_key(""), "dalea:hist:{%}");
         // A person's history shares a slot with their account keys.

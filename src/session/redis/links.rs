@@ -215,16 +215,14 @@ impl LinkStore for RedisStore {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use ::redis::cluster_routing::Slot;
     use ::redis::Commands;
 
     use super::super::redis_server::{RedisCluster, RedisServer};
-    use super::super::tests::{config, raw, standalone};
+    use super::super::tests::{clustered, raw, standalone, unconnected};
     use super::*;
     use crate::account::links_contract::run_all;
-    use crate::config::RedisMode;
 
     fn link(provider: &str, subject: &str, user: &str) -> Link {
         Link { provider: provider.into(), subject: subject.into(), user_id: user.into(), linked_at: 7, email: None }
@@ -239,17 +237,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cluster_store_fulfils_the_link_contract() {
         let cluster = RedisCluster::start(3);
-        let cfg = config(RedisMode::Cluster { nodes: cluster.nodes() }, Duration::from_secs(5));
-        run_all(&RedisStore::new(cfg, Duration::from_secs(600)).expect("store")).await;
+        run_all(&clustered(&cluster)).await;
     }
 
     #[test]
     fn hash_tags_hold_the_whole_escaped_id() {
-        let store = RedisStore::new(
-            config(RedisMode::Standalone { url: "redis://127.0.0.1:1/".into() }, Duration::from_secs(1)),
-            Duration::from_secs(600),
-        )
-        .expect("store");
+        let store = unconnected();
         assert_eq!(store.identity_key("google", "a}b{c%"), "dalea:ext:{google:a%7Db%7Bc%25}");
         assert_eq!(store.link_index_key("a}b"), "dalea:exu:{a%7Db}");
         assert_eq!(store.link_index_key(""), "dalea:exu:{%}");

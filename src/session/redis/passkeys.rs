@@ -276,15 +276,14 @@ impl PasskeyStore for RedisStore {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use ::redis::cluster_routing::Slot;
     use ::redis::Commands;
 
     use super::super::redis_server::{RedisCluster, RedisServer};
-    use super::super::tests::{config, raw, standalone};
+    use super::super::tests::{clustered, raw, standalone, unconnected};
     use super::*;
-    use crate::config::RedisMode;
+
     use crate::passkeys::contract::{run_all, sample_passkey};
 
     fn record(user: &str, n: u32) -> PasskeyRecord {
@@ -300,17 +299,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cluster_store_fulfils_the_passkey_contract() {
         let cluster = RedisCluster::start(3);
-        let cfg = config(RedisMode::Cluster { nodes: cluster.nodes() }, Duration::from_secs(5));
-        run_all(&RedisStore::new(cfg, Duration::from_secs(600)).expect("store")).await;
+        run_all(&clustered(&cluster)).await;
     }
 
     #[test]
     fn hash_tags_hold_the_whole_escaped_id() {
-        let store = RedisStore::new(
-            config(RedisMode::Standalone { url: "redis://127.0.0.1:1/".into() }, Duration::from_secs(1)),
-            Duration::from_secs(600),
-        )
-        .expect("store");
+        let store = unconnected();
         assert_eq!(store.passkey_key("AbC-_9"), "dalea:pk:{AbC-_9}");
         assert_eq!(store.passkey_index_key("a}b"), "dalea:pku:{a%7Db}");
         assert_eq!(store.passkey_index_key(""), "dalea:pku:{%}");

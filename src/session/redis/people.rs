@@ -159,17 +159,15 @@ impl PeopleStore for RedisStore {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use ::redis::cluster_routing::Slot;
     use ::redis::Commands;
 
     use super::super::redis_server::{RedisCluster, RedisServer};
-    use super::super::tests::{config, raw, standalone};
+    use super::super::tests::{clustered, raw, standalone, unconnected};
     use super::*;
     use crate::account::people::created_person_id;
     use crate::account::people_contract::run_all;
-    use crate::config::RedisMode;
 
     fn person(id: &str, email: &str) -> Person {
         Person {
@@ -190,17 +188,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cluster_store_fulfils_the_people_contract() {
         let cluster = RedisCluster::start(3);
-        let cfg = config(RedisMode::Cluster { nodes: cluster.nodes() }, Duration::from_secs(5));
-        run_all(&RedisStore::new(cfg, Duration::from_secs(600)).expect("store")).await;
+        run_all(&clustered(&cluster)).await;
     }
 
     #[test]
     fn hash_tags_hold_the_whole_escaped_id_and_email() {
-        let store = RedisStore::new(
-            config(RedisMode::Standalone { url: "redis://127.0.0.1:1/".into() }, Duration::from_secs(1)),
-            Duration::from_secs(600),
-        )
-        .expect("store");
+        let store = unconnected();
         assert_eq!(store.person_key("p-1a"), "dalea:person:{p-1a}");
         assert_eq!(store.email_claim_key("a}b{c%@x"), "dalea:pmail:{a%7Db%7Bc%25@x}");
         // A person's record shares a slot with their account keys.

@@ -32,6 +32,24 @@ pub(super) fn standalone(server: &RedisServer) -> RedisStore {
     .expect("store")
 }
 
+/// A store on a 3-master test cluster (5 s timeout, 10-minute idle timeout).
+pub(super) fn clustered(cluster: &RedisCluster) -> RedisStore {
+    RedisStore::new(
+        config(RedisMode::Cluster { nodes: cluster.nodes() }, Duration::from_secs(5)),
+        Duration::from_secs(600),
+    )
+    .expect("store")
+}
+
+/// A store that never connects (nothing listens on port 1): for checking key names.
+pub(super) fn unconnected() -> RedisStore {
+    RedisStore::new(
+        config(RedisMode::Standalone { url: "redis://127.0.0.1:1/".into() }, Duration::from_secs(1)),
+        Duration::from_secs(600),
+    )
+    .expect("store")
+}
+
 pub(super) use crate::session::store_contract::session_at;
 
 /// A plain connection to the test server, to look at or tamper with keys.
