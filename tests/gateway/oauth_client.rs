@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use dalea_gateway::auth::oauth::oidc::{verify_id_token, IdTokenCheck, IdTokenError, KeySet};
+use dalea_gateway::auth::oauth::id_token::{verify_id_token, IdTokenCheck, IdTokenError, KeySet};
 use dalea_gateway::auth::oauth::{ExternalIdentity, OAuthClients, OAuthError, PendingFlow};
 use dalea_gateway::clock::{Clock, Millis, SystemClock};
 use dalea_gateway::config::{Config, Overrides};

@@ -9,7 +9,6 @@
 //! verified, or the emails cannot be listed (the `user:email` scope was not granted), the
 //! identity has no email.
 
-use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge};
 use reqwest::header::{ACCEPT, AUTHORIZATION, USER_AGENT};
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -99,26 +98,10 @@ impl GitHubProvider {
 
     /// The sign-in URL (no network needed) and the flow to keep.
     pub fn start(&self, redirect_uri: &str, now: Millis) -> Result<(String, PendingFlow), OAuthError> {
-        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let state = CsrfToken::new_random();
-        let mut url =
-            url::Url::parse(&self.authorize_url).map_err(|e| self.unexpected("authorize_url is not a URL", e))?;
-        url.query_pairs_mut()
-            .append_pair("client_id", &self.client_id)
-            .append_pair("redirect_uri", redirect_uri)
-            .append_pair("scope", &self.scopes.join(" "))
-            .append_pair("state", state.secret())
-            .append_pair("code_challenge", challenge.as_str())
-            .append_pair("code_challenge_method", challenge.method().as_str());
-        let flow = PendingFlow {
-            provider: self.name.clone(),
-            state: state.secret().clone(),
-            // Not sent (GitHub has no ID token); kept so every flow has the same shape.
-            nonce: Nonce::new_random().secret().clone(),
-            pkce_verifier: verifier.secret().clone(),
-            created_at: now,
-        };
-        Ok((url.into(), flow))
+        let scope = self.scopes.join(" ");
+        let params = [("client_id", self.client_id.as_str()), ("redirect_uri", redirect_uri), ("scope", &scope)];
+        PendingFlow::begin(&self.name, &self.authorize_url, &params, false, now)
+            .map_err(|e| self.unexpected("authorize_url is not a URL", e))
     }
 
     pub async fn finish(

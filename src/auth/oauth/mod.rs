@@ -15,9 +15,11 @@
 
 pub mod github;
 pub mod http;
+pub mod id_token;
 pub mod microsoft;
 pub mod oidc;
 
+use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Millis;
@@ -78,6 +80,41 @@ pub struct PendingFlow {
     pub nonce: String,
     pub pkce_verifier: String,
     pub created_at: Millis,
+}
+
+impl PendingFlow {
+    /// A new flow (fresh `state`, `nonce` and PKCE verifier) and the URL that starts it at
+    /// `endpoint`: `params`, then `state`, the `nonce` when `send_nonce` (GitHub has no ID
+    /// token to carry it back) and the S256 code challenge.
+    pub(crate) fn begin(
+        provider: &str,
+        endpoint: &str,
+        params: &[(&str, &str)],
+        send_nonce: bool,
+        now: Millis,
+    ) -> Result<(String, PendingFlow), url::ParseError> {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (state, nonce) = (CsrfToken::new_random(), Nonce::new_random());
+        let mut url = url::Url::parse(endpoint)?;
+        {
+            let mut query = url.query_pairs_mut();
+            query.extend_pairs(params).append_pair("state", state.secret());
+            if send_nonce {
+                query.append_pair("nonce", nonce.secret());
+            }
+            query
+                .append_pair("code_challenge", challenge.as_str())
+                .append_pair("code_challenge_method", challenge.method().as_str());
+        }
+        let flow = PendingFlow {
+            provider: provider.to_string(),
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            pkce_verifier: verifier.secret().clone(),
+            created_at: now,
+        };
+        Ok((url.into(), flow))
+    }
 }
 
 impl std::fmt::Debug for PendingFlow {
