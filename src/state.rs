@@ -54,39 +54,44 @@ pub struct Stores {
     pub notices: Option<Arc<NoticeLog>>,
 }
 
+impl Stores {
+    /// One store that keeps everything.
+    fn all_in<S>(store: Arc<S>, notices: Option<Arc<NoticeLog>>) -> Stores
+    where
+        S: SessionStore
+            + AccountStore
+            + ApiKeyStore
+            + PendingStore
+            + LinkStore
+            + PeopleStore
+            + PasskeyStore
+            + HistoryStore
+            + 'static,
+    {
+        Stores {
+            sessions: store.clone(),
+            accounts: store.clone(),
+            api_keys: store.clone(),
+            pending: store.clone(),
+            links: store.clone(),
+            people: store.clone(),
+            passkeys: store.clone(),
+            history: store,
+            notices,
+        }
+    }
+}
+
 /// The store the config asks for.
 pub fn open_store(config: &Config) -> anyhow::Result<Stores> {
     Ok(match config.store.kind {
-        StoreKind::Embedded => {
-            let store = Arc::new(EmbeddedStore::open(&config.store.path)?);
-            Stores {
-                sessions: store.clone(),
-                accounts: store.clone(),
-                api_keys: store.clone(),
-                pending: store.clone(),
-                links: store.clone(),
-                people: store.clone(),
-                passkeys: store.clone(),
-                history: store,
-                notices: None,
-            }
-        }
+        StoreKind::Embedded => Stores::all_in(Arc::new(EmbeddedStore::open(&config.store.path)?), None),
         StoreKind::Redis => {
             let redis =
                 config.store.redis.clone().ok_or_else(|| anyhow::anyhow!("store.url: Redis settings missing"))?;
             let store = Arc::new(RedisStore::new(redis, config.session.idle_timeout)?);
             let notices = Some(store.notices.clone());
-            Stores {
-                sessions: store.clone(),
-                accounts: store.clone(),
-                api_keys: store.clone(),
-                pending: store.clone(),
-                links: store.clone(),
-                people: store.clone(),
-                passkeys: store.clone(),
-                history: store,
-                notices,
-            }
+            Stores::all_in(store, notices)
         }
     })
 }
