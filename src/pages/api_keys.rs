@@ -292,9 +292,5 @@ pub async fn revoke_json(
     id: &str,
 ) -> Result<Reply, GatewayError> {
     let identity = guard::api_call(state, session, ctx).await?;
-    if revoke(state, &identity, ctx, id).await? {
-        Ok(Reply::empty(204))
-    } else {
-        Err(GatewayError::NotFound)
-    }
+    Reply::deleted(revoke(state, &identity, ctx, id).await?)
 }

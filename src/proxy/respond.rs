@@ -93,6 +93,15 @@ impl Reply {
         Reply::new(status, None, Bytes::new())
     }
 
+    /// The answer to a `DELETE`: 204 when something of the caller's was removed, 404 otherwise.
+    pub fn deleted(found: bool) -> Result<Self, GatewayError> {
+        if found {
+            Ok(Reply::empty(204))
+        } else {
+            Err(GatewayError::NotFound)
+        }
+    }
+
     /// 303 See Other: after a form POST or for a browser navigation that must sign in first.
     pub fn see_other(location: &str) -> Self {
         Reply::empty(303).header("location", location)

@@ -223,11 +223,7 @@ pub async fn remove_json(
     id: &str,
 ) -> Result<Reply, GatewayError> {
     let identity = guard::api_call(state, session, ctx).await?;
-    if remove(state, &identity, ctx, id).await? {
-        Ok(Reply::empty(204))
-    } else {
-        Err(GatewayError::NotFound)
-    }
+    Reply::deleted(remove(state, &identity, ctx, id).await?)
 }
 
 /// POST /.dalea/settings/security/passkeys/{id}/rename (form: csrf_token, name)
