@@ -17,32 +17,20 @@
 //!   verified count), without a lock: replicas linking at the same moment may pass it by a few.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 
-use ::redis::{Cmd, Script, Value};
+use ::redis::Value;
 use async_trait::async_trait;
 
 use super::account::tag;
 use super::conn::Conn;
-use super::scripts::{evalsha, INDEX_DEL_IF};
-use super::store_impl::{first_ok, run_scripts};
+use super::records::{delete_if_equal, drop_index_entries, read_record, read_records};
 use super::{unavailable, RedisStore};
 use crate::account::links::{check_identity, check_link, too_many_links, Link, LinkStore, MAX_LINKS_PER_PERSON};
-use crate::session::embedded_account::{decode, encode};
+use crate::session::embedded_account::encode;
 use crate::session::store::StoreError;
 
 /// How often `link`/`unlink` start over when the identity changes under them.
 const ATTEMPTS: usize = 3;
-
-/// Deletes KEYS[1] if it holds exactly ARGV[1]. Returns the number deleted.
-static DEL_IF_EQUAL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('DEL', KEYS[1])
-"#,
-    )
-});
 
 /// The index field naming an identity.
 fn field(provider: &str, subject: &str) -> String {
@@ -58,45 +46,11 @@ impl RedisStore {
         format!("{}:exu:{{{}}}", self.prefix, tag(user_id))
     }
 
-    /// The identity key's value, raw and decoded.
-    async fn read_link(&self, conn: &Conn, key: &str) -> Result<Option<(Vec<u8>, Link)>, StoreError> {
-        let raw: Option<Vec<u8>> = conn.cmd(::redis::cmd("GET").arg(key)).await.map_err(unavailable)?;
-        raw.map(|raw| decode(&raw).map(|link| (raw, link))).transpose()
-    }
-
     /// Writes `link`'s entry in its person's index.
     async fn index_link(&self, conn: &Conn, link: &Link) -> Result<(), StoreError> {
         let mut cmd = ::redis::cmd("HSET");
         cmd.arg(self.link_index_key(&link.user_id)).arg(field(&link.provider, &link.subject)).arg(link.linked_at);
         conn.cmd::<()>(&cmd).await.map_err(unavailable)
-    }
-
-    /// Drops index entries of `user_id` that still hold the value seen (field, value).
-    async fn drop_index_entries(
-        &self,
-        conn: &Conn,
-        user_id: &str,
-        stale: &[(String, String)],
-    ) -> Result<(), StoreError> {
-        let ikey = self.link_index_key(user_id);
-        let cmds: Vec<(String, Cmd)> =
-            stale.iter().map(|(f, v)| (ikey.clone(), evalsha(&INDEX_DEL_IF, &ikey, &[f, v]))).collect();
-        if cmds.is_empty() {
-            return Ok(());
-        }
-        first_ok(run_scripts(conn, &INDEX_DEL_IF, cmds).await?)
-    }
-
-    /// Deletes `key` if it still holds `raw`. Whether it did.
-    async fn delete_if_equal(&self, conn: &Conn, key: &str, raw: &[u8]) -> Result<bool, StoreError> {
-        let cmd = evalsha(&DEL_IF_EQUAL, key, &[&raw]);
-        let replies = run_scripts(conn, &DEL_IF_EQUAL, vec![(key.to_string(), cmd)]).await?;
-        match replies.into_iter().next() {
-            Some(Ok(Value::Int(n))) => Ok(n == 1),
-            Some(Ok(other)) => Err(unavailable(format!("unexpected unlink reply {other:?}"))),
-            Some(Err(e)) => Err(unavailable(e)),
-            None => Err(unavailable("no reply to unlink")),
-        }
     }
 
     /// The person's links, verified against the identity keys; stale index entries dropped.
@@ -114,19 +68,17 @@ impl RedisStore {
                 None => stale.push((f, v)),
             }
         }
-        let cmds = entries.iter().map(|(_, _, k)| (k.clone(), ::redis::cmd("GET").arg(k).to_owned())).collect();
-        let replies = conn.batch(cmds).await.map_err(unavailable)?;
+        let keys: Vec<String> = entries.iter().map(|(_, _, k)| k.clone()).collect();
+        let links = read_records::<Link>(conn, &keys).await?;
         let mut out = Vec::with_capacity(entries.len());
-        for ((f, v, _), reply) in entries.into_iter().zip(replies) {
-            let raw: Option<Vec<u8>> = reply.and_then(|v| Ok(::redis::from_redis_value(v)?)).map_err(unavailable)?;
-            let link: Option<Link> = raw.map(|raw| decode(&raw)).transpose()?;
+        for ((f, v, _), link) in entries.into_iter().zip(links) {
             match link {
                 Some(l) if l.user_id == user_id && field(&l.provider, &l.subject) == f => out.push(l),
                 // Unlinked (or never linked to this person): clean, don't show.
                 _ => stale.push((f, v)),
             }
         }
-        self.drop_index_entries(conn, user_id, &stale).await?;
+        drop_index_entries(conn, &self.link_index_key(user_id), &stale).await?;
         Ok(out)
     }
 
@@ -151,7 +103,7 @@ impl LinkStore for RedisStore {
         self.bounded("link", async {
             let conn = self.conn().await?;
             for attempt in 0..ATTEMPTS {
-                if let Some((_, existing)) = self.read_link(conn, &key).await? {
+                if let Some((_, existing)) = read_record::<Link>(conn, &key).await? {
                     // Re-adding the entry repairs an index that lost it.
                     self.index_link(conn, &existing).await?;
                     return Ok(existing.user_id);
@@ -166,7 +118,7 @@ impl LinkStore for RedisStore {
                 }
                 if let Err(e) = self.index_link(conn, link).await {
                     // Unlisted, the person could not see or remove it: undo, and let them retry.
-                    let _ = self.delete_if_equal(conn, &key, &record).await;
+                    let _ = delete_if_equal(conn, &key, &record).await;
                     return Err(e);
                 }
                 return Ok(link.user_id.clone());
@@ -181,7 +133,7 @@ impl LinkStore for RedisStore {
         let key = self.identity_key(provider, subject);
         self.bounded("linked_user", async {
             let conn = self.conn().await?;
-            Ok(self.read_link(conn, &key).await?.map(|(_, link)| link.user_id))
+            Ok(read_record::<Link>(conn, &key).await?.map(|(_, link)| link.user_id))
         })
         .await
     }
@@ -198,12 +150,13 @@ impl LinkStore for RedisStore {
             for _ in 0..ATTEMPTS {
                 // Absent or someone else's: nothing of this person's to remove (a stale index
                 // entry is left to `links_of`, which checks it is unchanged before dropping it).
-                let Some((raw, link)) = self.read_link(conn, &key).await?.filter(|(_, l)| l.user_id == user_id) else {
+                let Some((raw, link)) = read_record::<Link>(conn, &key).await?.filter(|(_, l)| l.user_id == user_id)
+                else {
                     return Ok(false);
                 };
-                if self.delete_if_equal(conn, &key, &raw).await? {
+                if delete_if_equal(conn, &key, &raw).await? {
                     let entry = (field(provider, subject), link.linked_at.to_string());
-                    self.drop_index_entries(conn, user_id, &[entry]).await?;
+                    drop_index_entries(conn, &self.link_index_key(user_id), &[entry]).await?;
                     return Ok(true);
                 }
             }
@@ -223,6 +176,7 @@ mod tests {
     use super::super::tests::{clustered, raw, standalone, unconnected};
     use super::*;
     use crate::account::links_contract::run_all;
+    use crate::session::embedded_account::decode;
 
     fn link(provider: &str, subject: &str, user: &str) -> Link {
         Link { provider: provider.into(), subject: subject.into(), user_id: user.into(), linked_at: 7, email: None }

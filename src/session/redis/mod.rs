@@ -74,6 +74,7 @@ mod links;
 mod passkeys;
 mod pending;
 mod people;
+mod records;
 #[cfg(test)]
 #[path = "../../../tests/support/redis.rs"]
 mod redis_server;

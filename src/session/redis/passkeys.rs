@@ -15,47 +15,24 @@
 //!   verified count), without a lock: replicas adding at the same moment may pass it by a few.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 
-use ::redis::{Cmd, Script, Value};
+use ::redis::Value;
 use async_trait::async_trait;
 
 use super::account::tag;
 use super::conn::Conn;
-use super::scripts::{evalsha, INDEX_DEL_IF};
-use super::store_impl::{first_ok, run_scripts};
+use super::records::{delete_if_equal, drop_index_entries, read_record, read_records, set_if_equal};
 use super::{unavailable, RedisStore};
 use crate::clock::Millis;
 use crate::passkeys::{
     check_credential_id, check_name, check_passkey, check_record, oldest_first, too_many_passkeys, Passkey,
     PasskeyRecord, PasskeyStore, MAX_PASSKEYS_PER_PERSON,
 };
-use crate::session::embedded_account::{decode, encode};
+use crate::session::embedded_account::encode;
 use crate::session::store::StoreError;
 
 /// How often a change starts over when the credential's record changes under it.
 const ATTEMPTS: usize = 8;
-
-/// Deletes KEYS[1] if it holds exactly ARGV[1]. Returns the number deleted.
-static DEL_IF_EQUAL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('DEL', KEYS[1])
-"#,
-    )
-});
-
-/// Sets KEYS[1] to ARGV[2] if it holds exactly ARGV[1]. Returns 1 when it did.
-static SET_IF_EQUAL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
-"#,
-    )
-});
 
 impl RedisStore {
     fn passkey_key(&self, credential_id: &str) -> String {
@@ -66,44 +43,11 @@ impl RedisStore {
         format!("{}:pku:{{{}}}", self.prefix, tag(user_id))
     }
 
-    /// The credential key's value, raw and decoded.
-    async fn read_passkey(&self, conn: &Conn, key: &str) -> Result<Option<(Vec<u8>, PasskeyRecord)>, StoreError> {
-        let raw: Option<Vec<u8>> = conn.cmd(::redis::cmd("GET").arg(key)).await.map_err(unavailable)?;
-        raw.map(|raw| decode(&raw).map(|record| (raw, record))).transpose()
-    }
-
     /// Writes `record`'s entry in its person's index.
     async fn index_passkey(&self, conn: &Conn, record: &PasskeyRecord) -> Result<(), StoreError> {
         let mut cmd = ::redis::cmd("HSET");
         cmd.arg(self.passkey_index_key(&record.user_id)).arg(&record.id).arg(record.created_at);
         conn.cmd::<()>(&cmd).await.map_err(unavailable)
-    }
-
-    /// Drops index entries of `user_id` that still hold the value seen (field, value).
-    async fn drop_passkey_entries(
-        &self,
-        conn: &Conn,
-        user_id: &str,
-        stale: &[(String, String)],
-    ) -> Result<(), StoreError> {
-        let ikey = self.passkey_index_key(user_id);
-        let cmds: Vec<(String, Cmd)> =
-            stale.iter().map(|(f, v)| (ikey.clone(), evalsha(&INDEX_DEL_IF, &ikey, &[f, v]))).collect();
-        if cmds.is_empty() {
-            return Ok(());
-        }
-        first_ok(run_scripts(conn, &INDEX_DEL_IF, cmds).await?)
-    }
-
-    /// Runs a one-key compare-and-set script; whether it changed the key.
-    async fn passkey_cas(&self, conn: &Conn, script: &Script, key: &str, cmd: Cmd) -> Result<bool, StoreError> {
-        let replies = run_scripts(conn, script, vec![(key.to_string(), cmd)]).await?;
-        match replies.into_iter().next() {
-            Some(Ok(Value::Int(n))) => Ok(n == 1),
-            Some(Ok(other)) => Err(unavailable(format!("unexpected passkey script reply {other:?}"))),
-            Some(Err(e)) => Err(unavailable(e)),
-            None => Err(unavailable("no reply to a passkey script")),
-        }
     }
 
     /// The person's passkeys, verified against the credential keys; stale index entries dropped.
@@ -121,19 +65,17 @@ impl RedisStore {
                 Err(_) => stale.push((id, v)),
             }
         }
-        let cmds = entries.iter().map(|(_, _, k)| (k.clone(), ::redis::cmd("GET").arg(k).to_owned())).collect();
-        let replies = conn.batch(cmds).await.map_err(unavailable)?;
+        let keys: Vec<String> = entries.iter().map(|(_, _, k)| k.clone()).collect();
+        let records = read_records::<PasskeyRecord>(conn, &keys).await?;
         let mut out = Vec::with_capacity(entries.len());
-        for ((id, v, _), reply) in entries.into_iter().zip(replies) {
-            let raw: Option<Vec<u8>> = reply.and_then(|v| Ok(::redis::from_redis_value(v)?)).map_err(unavailable)?;
-            let record: Option<PasskeyRecord> = raw.map(|raw| decode(&raw)).transpose()?;
+        for ((id, v, _), record) in entries.into_iter().zip(records) {
             match record {
                 Some(r) if r.user_id == user_id && r.id == id => out.push(r),
                 // Removed (or never this person's): clean, don't show.
                 _ => stale.push((id, v)),
             }
         }
-        self.drop_passkey_entries(conn, user_id, &stale).await?;
+        drop_index_entries(conn, &self.passkey_index_key(user_id), &stale).await?;
         oldest_first(&mut out);
         Ok(out)
     }
@@ -164,13 +106,13 @@ impl RedisStore {
         self.bounded(what, async {
             let conn = self.conn().await?;
             for _ in 0..ATTEMPTS {
-                let Some((raw, record)) = self.read_passkey(conn, &key).await?.filter(|(_, r)| r.user_id == user_id)
+                let Some((raw, record)) =
+                    read_record::<PasskeyRecord>(conn, &key).await?.filter(|(_, r)| r.user_id == user_id)
                 else {
                     return Ok(false);
                 };
                 let updated = encode(&change(record))?;
-                let cmd = evalsha(&SET_IF_EQUAL, &key, &[&raw, &updated]);
-                if self.passkey_cas(conn, &SET_IF_EQUAL, &key, cmd).await? {
+                if set_if_equal(conn, &key, &raw, &updated).await? {
                     return Ok(true);
                 }
             }
@@ -188,7 +130,7 @@ impl PasskeyStore for RedisStore {
         let key = self.passkey_key(&record.id);
         self.bounded("add_passkey", async {
             let conn = self.conn().await?;
-            if let Some((_, existing)) = self.read_passkey(conn, &key).await? {
+            if let Some((_, existing)) = read_record::<PasskeyRecord>(conn, &key).await? {
                 if existing.user_id == record.user_id {
                     // Re-adding the entry repairs an index that lost it.
                     self.index_passkey(conn, &existing).await?;
@@ -203,8 +145,7 @@ impl PasskeyStore for RedisStore {
             }
             if let Err(e) = self.index_passkey(conn, record).await {
                 // Unlisted, the person could not see or remove it: undo, and let them retry.
-                let undo = evalsha(&DEL_IF_EQUAL, &key, &[&bytes]);
-                let _ = self.passkey_cas(conn, &DEL_IF_EQUAL, &key, undo).await;
+                let _ = delete_if_equal(conn, &key, &bytes).await;
                 return Err(e);
             }
             Ok(true)
@@ -221,7 +162,7 @@ impl PasskeyStore for RedisStore {
         let key = self.passkey_key(credential_id);
         self.bounded("passkey", async {
             let conn = self.conn().await?;
-            Ok(self.read_passkey(conn, &key).await?.map(|(_, record)| record))
+            Ok(read_record::<PasskeyRecord>(conn, &key).await?.map(|(_, record)| record))
         })
         .await
     }
@@ -241,14 +182,14 @@ impl PasskeyStore for RedisStore {
             for _ in 0..ATTEMPTS {
                 // Absent or someone else's: nothing of this person's to remove (a stale index
                 // entry is left to `passkeys_of`, which checks it is unchanged before dropping it).
-                let Some((raw, record)) = self.read_passkey(conn, &key).await?.filter(|(_, r)| r.user_id == user_id)
+                let Some((raw, record)) =
+                    read_record::<PasskeyRecord>(conn, &key).await?.filter(|(_, r)| r.user_id == user_id)
                 else {
                     return Ok(false);
                 };
-                let cmd = evalsha(&DEL_IF_EQUAL, &key, &[&raw]);
-                if self.passkey_cas(conn, &DEL_IF_EQUAL, &key, cmd).await? {
+                if delete_if_equal(conn, &key, &raw).await? {
                     let entry = (record.id, record.created_at.to_string());
-                    self.drop_passkey_entries(conn, user_id, &[entry]).await?;
+                    drop_index_entries(conn, &self.passkey_index_key(user_id), &[entry]).await?;
                     return Ok(true);
                 }
             }
@@ -283,6 +224,7 @@ mod tests {
     use super::super::redis_server::{RedisCluster, RedisServer};
     use super::super::tests::{clustered, raw, standalone, unconnected};
     use super::*;
+    use crate::session::embedded_account::decode;
 
     use crate::passkeys::contract::{run_all, sample_passkey};
 

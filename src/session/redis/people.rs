@@ -18,32 +18,19 @@
 //! - The id and the email are escaped inside the hash tags like account ids (`tag`); the
 //!   person's record shares its slot with their account keys.
 
-use std::sync::LazyLock;
-
-use ::redis::{Script, Value};
+use ::redis::Value;
 use async_trait::async_trait;
 
 use super::account::tag;
 use super::conn::Conn;
-use super::scripts::evalsha;
-use super::store_impl::run_scripts;
+use super::records::{delete_if_equal, read_record};
 use super::{unavailable, RedisStore};
 use crate::account::people::{check_id, email_key, normalized, PeopleStore, Person};
-use crate::session::embedded_account::{decode, encode};
+use crate::session::embedded_account::encode;
 use crate::session::store::StoreError;
 
 /// How often `create_person` starts over when the person or the email changes under it.
 const ATTEMPTS: usize = 3;
-
-/// Deletes KEYS[1] if it holds exactly ARGV[1]. Returns the number deleted.
-static WITHDRAW_RECORD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('DEL', KEYS[1])
-"#,
-    )
-});
 
 impl RedisStore {
     fn person_key(&self, id: &str) -> String {
@@ -53,12 +40,6 @@ impl RedisStore {
     /// `email` in stored form (`email_key`).
     fn email_claim_key(&self, email: &str) -> String {
         format!("{}:pmail:{{{}}}", self.prefix, tag(email))
-    }
-
-    /// The person's record, raw and decoded (complete or not).
-    async fn read_person(&self, conn: &Conn, key: &str) -> Result<Option<(Vec<u8>, Person)>, StoreError> {
-        let raw: Option<Vec<u8>> = conn.cmd(::redis::cmd("GET").arg(key)).await.map_err(unavailable)?;
-        raw.map(|raw| decode(&raw).map(|person| (raw, person))).transpose()
     }
 
     /// Who holds the email's claim.
@@ -83,21 +64,9 @@ impl RedisStore {
 
     /// The person with this id if complete: the record exists and its email names it.
     async fn complete_person(&self, conn: &Conn, id: &str) -> Result<Option<Person>, StoreError> {
-        let Some((_, person)) = self.read_person(conn, &self.person_key(id)).await? else { return Ok(None) };
+        let Some((_, person)) = read_record::<Person>(conn, &self.person_key(id)).await? else { return Ok(None) };
         let owner = self.email_owner(conn, &person.email).await?;
         Ok((owner.as_deref() == Some(id) && person.id == id).then_some(person))
-    }
-
-    /// Deletes `key` if it still holds `raw`.
-    async fn withdraw_record(&self, conn: &Conn, key: &str, raw: &[u8]) -> Result<(), StoreError> {
-        let cmd = evalsha(&WITHDRAW_RECORD, key, &[&raw]);
-        let replies = run_scripts(conn, &WITHDRAW_RECORD, vec![(key.to_string(), cmd)]).await?;
-        match replies.into_iter().next() {
-            Some(Ok(Value::Int(_))) => Ok(()),
-            Some(Ok(other)) => Err(unavailable(format!("unexpected delete reply {other:?}"))),
-            Some(Err(e)) => Err(unavailable(e)),
-            None => Err(unavailable("no reply to delete")),
-        }
     }
 }
 
@@ -119,20 +88,20 @@ impl PeopleStore for RedisStore {
                     }
                     // Lost the email: withdraw, and answer with the winner (whose record was
                     // written before its claim).
-                    self.withdraw_record(conn, &key, &record).await?;
+                    delete_if_equal(conn, &key, &record).await?;
                     if let Some(winner) = self.complete_person(conn, &owner).await? {
                         return Ok(winner);
                     }
                     continue;
                 }
-                let Some((raw, existing)) = self.read_person(conn, &key).await? else {
+                let Some((raw, existing)) = read_record::<Person>(conn, &key).await? else {
                     continue; // withdrawn meanwhile
                 };
                 if self.claim_email(conn, &existing.email, &existing.id).await? == existing.id {
                     return Ok(existing);
                 }
                 // Its email is someone else's: it never was a person. Clear it and start over.
-                self.withdraw_record(conn, &key, &raw).await?;
+                delete_if_equal(conn, &key, &raw).await?;
             }
             Err(StoreError::Unavailable("the person kept changing while being created".into()))
         })
@@ -149,7 +118,7 @@ impl PeopleStore for RedisStore {
         self.bounded("person_by_email", async {
             let conn = self.conn().await?;
             let Some(owner) = self.email_owner(conn, &email).await? else { return Ok(None) };
-            let record = self.read_person(conn, &self.person_key(&owner)).await?;
+            let record = read_record::<Person>(conn, &self.person_key(&owner)).await?;
             // A claim whose record is missing or names another email: a creation under way.
             Ok(record.map(|(_, p)| p).filter(|p| p.id == owner && p.email == email))
         })
@@ -168,6 +137,7 @@ mod tests {
     use super::*;
     use crate::account::people::created_person_id;
     use crate::account::people_contract::run_all;
+    use crate::session::embedded_account::decode;
 
     fn person(id: &str, email: &str) -> Person {
         Person {
