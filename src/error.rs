@@ -33,7 +33,7 @@ pub enum GatewayError {
     TooManySignInStarts(u64),
     /// A sensitive route or action and no re-authentication within `max_age` (seconds).
     #[error(
-        "This needs you to confirm it's you again (a passkey, a code from your authenticator app, or your password)."
+        "This needs you to confirm it's you again: with a passkey or your authenticator app if you have set one up, otherwise with your password."
     )]
     ElevationRequired { max_age: u64 },
     #[error("That code is not right, or it was already used. Wait for the next code and try again.")]

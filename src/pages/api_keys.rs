@@ -165,7 +165,7 @@ pub async fn page(state: &AppState, session: &mut Session, ctx: &RequestCtx) -> 
 fn check_name(raw: &str) -> Result<String, GatewayError> {
     names::clean(raw, MAX_NAME_CHARS).ok_or_else(|| {
         GatewayError::BadRequest(format!(
-            "Give the key a name of 1 to {MAX_NAME_CHARS} characters, e.g. \"backup script\"."
+            "Give the key a name of 1 to {MAX_NAME_CHARS} characters, without line breaks or invisible characters, e.g. \"backup script\"."
         ))
     })
 }

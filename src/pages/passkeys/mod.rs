@@ -234,7 +234,7 @@ struct Finish {
 fn check_name(raw: &str) -> Result<String, GatewayError> {
     names::clean(raw, MAX_NAME_CHARS).filter(|n| name_is_valid(n)).ok_or_else(|| {
         GatewayError::BadRequest(format!(
-            "Give the passkey a name of 1 to {MAX_NAME_CHARS} characters, e.g. \"Work laptop\"."
+            "Give the passkey a name of 1 to {MAX_NAME_CHARS} characters, without line breaks or invisible characters, e.g. \"Work laptop\"."
         ))
     })
 }
