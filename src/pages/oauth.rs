@@ -169,7 +169,8 @@ pub async fn callback(
         };
         return Ok(render_form(state, session, 401, &rd, "", Some(&msg)));
     }
-    let Some(code) = query_param(session, "code").filter(|c| !c.is_empty() && c.len() <= 2048) else {
+    // Its length is the provider client's to judge: it says so, and the log has it.
+    let Some(code) = query_param(session, "code").filter(|c| !c.is_empty()) else {
         state.metrics.auth.signin(&method, "failure");
         let msg = format!("{display} sent no sign-in code back. Please try again.");
         return Ok(render_form(state, session, 400, &rd, "", Some(&msg)));
@@ -181,13 +182,16 @@ pub async fn callback(
         Ok(identity) => identity,
         Err(e) => {
             let (status, outcome) = match &e {
-                OAuthError::Unreachable(_) => (502, "error"),
+                OAuthError::Unreachable(_) | OAuthError::Misconfigured(_) => (502, "error"),
                 _ => (401, "failure"),
             };
             state.metrics.auth.signin(&method, outcome);
             tracing::warn!(provider, outcome, error = %e, "sign-in through a provider failed");
             let msg = match e {
                 OAuthError::Unreachable(_) => unreachable_message(&display),
+                OAuthError::Misconfigured(why) => {
+                    format!("{why} on this site just now. Sign in another way, and tell the site's administrators.")
+                }
                 other => format!("Signing in with {display} did not work: {other}. Please try again."),
             };
             return Ok(render_form(state, session, status, &rd, "", Some(&msg)));

@@ -310,6 +310,43 @@ async fn the_provider_saying_no_shows_the_sign_in_page_and_passwords_still_work(
 }
 
 #[tokio::test]
+async fn a_client_secret_the_provider_refuses_is_the_operators_problem_and_said_so() {
+    let op = provider(&[demo_at_provider()]);
+    let toml = oauth_toml(&op.issuer(), "link_by_verified_email = true")
+        .replace(&format!("client_secret = \"{CLIENT_SECRET}\""), "client_secret = \"not-the-registered-one\"");
+    let gw = Setup::default().toml(&toml).start();
+    let browser = ProviderBrowser::new();
+    let resp = sign_in_as(&gw, &browser, "demo-sub").await;
+    assert!(session_cookie(&resp).is_none());
+    let (status, html) = page_text(resp).await;
+    // Not "try again": no retry by the person can work, so it is a gateway error (502).
+    assert_eq!(status, 502, "{html}");
+    assert!(html.contains("Signing in with Corp SSO is not set up correctly"), "{html}");
+    assert!(html.contains("tell the site"), "{html}");
+    assert!(!html.contains("not-the-registered-one"), "no secret on the page");
+    assert_eq!(signins(&gw, "error"), 1.0);
+    assert_eq!(signins(&gw, "failure"), 0.0);
+    assert_eq!(try_sign_in(&gw, DEMO_EMAIL, PASSWORD).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_code_too_long_to_use_is_refused_as_unusable_not_as_missing() {
+    let op = provider(&[demo_at_provider()]);
+    let gw = gateway(&op, "link_by_verified_email = true");
+    let s = start(&gw, "corp", "").await;
+    let state = query_param(&s.authorize, "state").expect("state");
+    let long = "A".repeat(5000);
+    let back = gw.url(&format!("/.dalea/oauth/corp/callback?code={long}&state={state}"));
+    let resp = callback(&back, &s.cookie).await;
+    assert!(session_cookie(&resp).is_none());
+    let (status, html) = page_text(resp).await;
+    assert_eq!(status, 401, "{html}");
+    assert!(html.contains("Corp SSO sent no usable code"), "{html}");
+    assert!(!html.contains("sent no sign-in code back"), "{html}");
+    assert_eq!(signins(&gw, "failure"), 1.0);
+}
+
+#[tokio::test]
 async fn forged_and_broken_id_tokens_are_refused_with_nothing_signed_in() {
     let op = provider(&[demo_at_provider()]);
     let gw = gateway(&op, "link_by_verified_email = true");
@@ -429,6 +466,15 @@ async fn github_signs_in_with_its_verified_primary_email_only() {
     let (status, html) = page_text(via_github().await).await;
     assert_eq!(status, 403);
     assert!(html.contains("GitHub did not confirm an email address"), "{html}");
+
+    // A client secret GitHub does not accept is the operator's to fix: said so, not "try again".
+    let stale = toml.replace("client_secret = \"gh-secret\"", "client_secret = \"gh-stale\"");
+    let wrong = Setup::default().toml(&stale).start();
+    let s = start(&wrong, "github", "").await;
+    let back = location(&client().get(&s.authorize).send().await.unwrap());
+    let (status, html) = page_text(callback(&back, &s.cookie).await).await;
+    assert_eq!(status, 502, "{html}");
+    assert!(html.contains("Signing in with GitHub is not set up correctly"), "{html}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

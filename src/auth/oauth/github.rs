@@ -155,13 +155,7 @@ impl GitHubProvider {
         // GitHub answers errors with 200 and an `error` field.
         match answer.json::<TokenAnswer>() {
             Some(TokenAnswer { error: Some(error), .. }) => {
-                let code = error_code(Some(&error));
-                tracing::info!(oauth.provider = %self.name, oauth.error = code.unwrap_or("-"),
-                    "sign-in refused by GitHub's token endpoint");
-                Err(OAuthError::Refused(match code {
-                    Some(code) => format!("{} refused the sign-in ({code})", self.display_name),
-                    None => format!("{} refused the sign-in", self.display_name),
-                }))
+                Err(OAuthError::token_refused(&self.name, &self.display_name, error_code(Some(&error))))
             }
             Some(TokenAnswer { access_token: Some(token), .. }) if answer.status.is_success() && !token.is_empty() => {
                 Ok(token)

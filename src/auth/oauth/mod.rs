@@ -45,7 +45,21 @@ pub enum OAuthError {
     /// The ID token (or what the provider says about the person) failed validation.
     #[error("{0}")]
     InvalidToken(String),
+    /// The provider refused the gateway itself (its client id, secret or callback URL): no
+    /// retry by the person can help until the operator fixes the configuration.
+    #[error("{0}")]
+    Misconfigured(String),
 }
+
+/// Token-endpoint errors that blame the client's own registration, not the person's sign-in
+/// (RFC 6749 5.2; GitHub's names for the same).
+const CLIENT_SETUP_ERRORS: [&str; 5] = [
+    "invalid_client",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "incorrect_client_credentials",
+    "redirect_uri_mismatch",
+];
 
 impl OAuthError {
     /// The provider could not be reached or failed; `detail` goes to the log only.
@@ -59,6 +73,29 @@ impl OAuthError {
         match failure {
             http::Failure::Network(_) => Self::unreachable(provider, display_name, what, failure),
             http::Failure::TooLarge(_) => Self::unexpected(provider, display_name, what, failure),
+        }
+    }
+
+    /// The token endpoint refused the code exchange with OAuth error `code` (already checked by
+    /// `http::error_code`). An error that blames the gateway's client registration is logged
+    /// as an error for the operator and is [`OAuthError::Misconfigured`]; anything else is the
+    /// person's sign-in being refused.
+    pub(crate) fn token_refused(provider: &str, display_name: &str, code: Option<&str>) -> Self {
+        match code {
+            Some(code) if CLIENT_SETUP_ERRORS.contains(&code) => {
+                tracing::error!(oauth.provider = %provider, oauth.error = code,
+                    "the provider refused this gateway's client settings: check the provider's client_id, \
+                     client secret and the callback URL registered with it");
+                OAuthError::Misconfigured(format!("Signing in with {display_name} is not set up correctly"))
+            }
+            _ => {
+                tracing::info!(oauth.provider = %provider, oauth.error = code.unwrap_or("-"),
+                    "sign-in refused by the provider's token endpoint");
+                OAuthError::Refused(match code {
+                    Some(code) => format!("{display_name} refused the sign-in ({code})"),
+                    None => format!("{display_name} refused the sign-in"),
+                })
+            }
         }
     }
 

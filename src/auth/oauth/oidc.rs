@@ -220,14 +220,7 @@ impl OidcProvider {
         }
         let answer = http.send(req.form(&form)).await.map_err(|e| self.failed("token request failed", e))?;
         token_answer(&answer).map_err(|e| match e {
-            TokenFailure::Refused(code) => {
-                tracing::info!(oauth.provider = %self.name, oauth.error = code.as_deref().unwrap_or("-"),
-                    status = answer.status.as_u16(), "sign-in refused by the provider's token endpoint");
-                OAuthError::Refused(match code {
-                    Some(code) => format!("{} refused the sign-in ({code})", self.display_name),
-                    None => format!("{} refused the sign-in", self.display_name),
-                })
-            }
+            TokenFailure::Refused(code) => OAuthError::token_refused(&self.name, &self.display_name, code.as_deref()),
             TokenFailure::ServerError => self.unreachable("token endpoint failed", answer.status),
             TokenFailure::Garbage => self.unexpected("token endpoint answer unusable", answer.status),
         })
