@@ -8,18 +8,42 @@ use super::ctx::RequestCtx;
 use crate::api_keys;
 use crate::session::cookie::CookieJar;
 
-/// Headers only the gateway may set. Names are compared the way CGI/WSGI-style apps see them
-/// (`X_Dalea_User` and `X-Dalea-User` both become `HTTP_X_DALEA_USER`), so underscore
-/// spellings are removed too. Forwarding headers spelled with underscores are never legitimate.
+/// The identity headers other authentication proxies give apps (oauth2-proxy's
+/// `X-Forwarded-User`/`-Email`/… and `X-Auth-Request-*`, Authelia's `Remote-*`, Grafana's
+/// `X-WEBAUTH-*`, Kong's `X-Authenticated-*`): an app moved behind this gateway may still trust
+/// one, and the gateway never sets them, so whoever sends one — even through a trusted proxy —
+/// is removed. Prefixes end in `-`.
+const OTHER_PROXIES: [&[u8]; 10] = [
+    b"x-auth-request-",
+    b"remote-",
+    b"x-remote-",
+    b"x-webauth-",
+    b"x-authenticated-",
+    b"x-forwarded-user",
+    b"x-forwarded-email",
+    b"x-forwarded-preferred-username",
+    b"x-forwarded-groups",
+    b"x-forwarded-access-token",
+];
+
+/// Headers only the gateway may set, and other proxies' identity headers ([`OTHER_PROXIES`]).
+/// Names are compared the way CGI/WSGI-style apps see them (`X_Dalea_User` and `X-Dalea-User`
+/// both become `HTTP_X_DALEA_USER`), so underscore spellings are removed too. Forwarding
+/// headers spelled with underscores (`X_Forwarded_For`) are never legitimate.
 fn is_reserved(name: &str) -> bool {
     // `-` and `_` compare equal; names are already lower case.
     let folded_eq =
         |a: &[u8], b: &[u8]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y || (*x == b'_' && *y == b'-'));
     let n = name.as_bytes();
     let starts = |p: &[u8]| n.len() >= p.len() && folded_eq(&n[..p.len()], p);
+    // Every name below starts with `x` or `r`: most headers are done after one byte.
+    if !matches!(n.first(), Some(b'x' | b'r')) {
+        return false;
+    }
     starts(b"x-dalea-")
         || folded_eq(n, b"x-real-ip")
-        || (n.contains(&b'_') && (starts(b"x-forwarded-") || folded_eq(n, b"forwarded")))
+        || (n.contains(&b'_') && starts(b"x-forwarded-"))
+        || OTHER_PROXIES.iter().any(|p| if p.ends_with(b"-") { starts(p) } else { folded_eq(n, p) })
 }
 
 /// Rewrites the request headers for the upstream.
@@ -164,7 +188,28 @@ mod tests {
         for name in ["x-dalea-user", "x_dalea_user", "x-dalea_email", "x_forwarded_for", "x-real-ip", "x_real_ip"] {
             assert!(is_reserved(name), "{name}");
         }
-        for name in ["x-forwarded-for", "forwarded", "x-request-id", "accept", "x_custom"] {
+        for name in ["x-forwarded-for", "forwarded", "x-request-id", "accept", "x_custom", "referer", "range"] {
+            assert!(!is_reserved(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn other_proxies_identity_headers_are_reserved_in_any_spelling() {
+        for name in [
+            "x-forwarded-user",
+            "x_forwarded_email",
+            "x-forwarded-preferred-username",
+            "x-auth-request-user",
+            "x_auth_request_email",
+            "remote-user",
+            "remote_groups",
+            "x-remote-user",
+            "x-webauth-user",
+            "x-authenticated-userid",
+        ] {
+            assert!(is_reserved(name), "{name}");
+        }
+        for name in ["x-forwarded-host", "x-forwarded-prefix", "x-forwarded-username", "remote", "x-request-user"] {
             assert!(!is_reserved(name), "{name}");
         }
     }

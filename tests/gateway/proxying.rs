@@ -66,6 +66,32 @@ async fn public_routes_strip_spoofed_identity_too() {
 }
 
 #[tokio::test]
+async fn other_auth_proxies_identity_headers_never_reach_the_app_even_through_a_trusted_proxy() {
+    // Behind a trusted load balancer that passes client headers on, as most do.
+    let gw = Setup::default().toml("[client_info]\ntrusted_proxies = [\"127.0.0.0/8\"]").start();
+    let cookie = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
+    let spoof = [
+        ("x-forwarded-user", "admin"),
+        ("X-Forwarded-Email", "admin@example.com"),
+        ("x-auth-request-user", "admin"),
+        ("Remote-User", "admin"),
+        ("remote_groups", "admins"),
+        ("X-WEBAUTH-USER", "admin"),
+        ("x-authenticated-userid", "admin"),
+        ("x-forwarded-host", "app.example.com"),
+        ("cookie", cookie.as_str()),
+    ];
+    for path in ["/app", "/public/info"] {
+        let (status, got, _) = echo(&gw, path, &spoof).await;
+        assert_eq!(status, 200, "{path}");
+        for (h, _) in &spoof[..7] {
+            assert!(seen(&got, &h.to_ascii_lowercase()).is_empty(), "{path}: {h} must not reach the app");
+        }
+        assert_eq!(seen(&got, "x-forwarded-host"), vec!["app.example.com"], "{path}: a trusted proxy's host is kept");
+    }
+}
+
+#[tokio::test]
 async fn a_trusted_proxy_chain_is_walked_for_the_client_ip() {
     let gw = Setup::default().toml("[client_info]\ntrusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]").start();
     let resp = client()
