@@ -66,6 +66,10 @@ impl ProxyHttp for Gateway {
         self.resolve_client(session, ctx);
 
         if pages::is_builtin(session.req_header().uri.path()) {
+            if routes::normalise(session.req_header().uri.path()).is_err() {
+                self.unrouted(ctx);
+                return self.refuse(session, &bad_path()).await;
+            }
             // Boxed: the pages' state machines are large, and every proxied request's future
             // would otherwise carry (and move) their size.
             return Box::pin(pages::handle(&self.state, session, ctx)).await;
@@ -90,11 +94,7 @@ impl ProxyHttp for Gateway {
             }
             Err(routes::BadPath) => {
                 self.unrouted(ctx);
-                let err = GatewayError::BadRequest(
-                    "The path is not allowed: it has '.' or '..' segments, encoded slashes or control characters."
-                        .into(),
-                );
-                return self.refuse(session, &err).await;
+                return self.refuse(session, &bad_path()).await;
             }
         };
 
@@ -235,4 +235,13 @@ impl Gateway {
         let page = authenticate::accepts_html(session.req_header()).then(|| self.state.templates.error_page(err));
         Reply::error(err, page, None).send(session).await
     }
+}
+
+/// A path refused instead of interpreted ([`routes::normalise`], [`routes::RouteTable::lookup`]).
+fn bad_path() -> GatewayError {
+    GatewayError::BadRequest(
+        "The path is not allowed: it has '.' or '..' segments, encoded slashes or control characters, \
+         or spells the gateway's own /.dalea/ addresses another way."
+            .into(),
+    )
 }

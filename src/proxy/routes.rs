@@ -91,8 +91,13 @@ impl RouteTable {
     }
 
     /// The route for `host` (already lower-case, no port), `method` and raw `path` (no query).
+    /// A path that is the gateway's own `/.dalea/…` only once normalised (`/.dalea\api`,
+    /// `/.dalea;x/api`) is refused: it must neither reach the app nor be taken for a page.
     pub fn lookup(&self, host: Option<&str>, method: &http::Method, path: &str) -> Result<Option<&Route>, BadPath> {
         let path = normalise(path)?;
+        if crate::pages::is_builtin(&path) {
+            return Err(BadPath);
+        }
         Ok(self.routes.iter().find(|r| {
             r.host.as_deref().is_none_or(|h| Some(h) == host)
                 && prefix_matches(&r.prefix, &path)

@@ -130,6 +130,33 @@ async fn unrouted_hosts_get_404_and_dot_segments_400() {
 }
 
 #[tokio::test]
+async fn the_gateways_own_addresses_in_another_spelling_are_refused_never_proxied() {
+    let gw = TestGateway::start();
+    let cookie = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
+    // Sent raw: client libraries rewrite `\` and dot segments before sending.
+    let get = |path: &str| {
+        let req = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n");
+        raw_request(gw.addr, req.as_bytes())
+    };
+    for path in [
+        "/.dalea\\api\\sessions",
+        "/.dalea;x/api/sessions",
+        "/%2edalea/api/sessions",
+        "//.dalea/api/sessions",
+        "/.dalea/oauth/%2e%2e/start",
+        "/.dalea/api/sessions%2fx",
+        "/.dalea/api/sessions%00",
+    ] {
+        let answer = get(path);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        assert!(answer.contains("\"error\":\"bad_request\""), "{path}: answered by the gateway, not the app: {answer}");
+    }
+    // The standard spelling still works.
+    let answer = get("/.dalea/api/sessions");
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("\"sessions\":["), "{answer}");
+}
+
+#[tokio::test]
 async fn a_dead_cookie_on_a_public_route_passes_anonymously_and_is_cleared() {
     let gw = TestGateway::start();
     let cookie = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
