@@ -198,7 +198,7 @@ async fn forged_or_altered_id_tokens_are_refused() {
         ("azp another client", IdTokenTamper::new().set("azp", "someone-else"), "(audience)"),
         ("another issuer", IdTokenTamper::new().set("iss", "https://evil.example"), "(issuer)"),
         ("expired beyond the skew", IdTokenTamper::new().set("exp", secs - 120), "(expired)"),
-        ("issued in the future", IdTokenTamper::new().set("iat", secs + 3600), "(expired)"),
+        ("issued in the future", IdTokenTamper::new().set("iat", secs + 3600), "(issued in the future)"),
         ("another nonce", IdTokenTamper::new().set("nonce", random_token(16)), "(nonce)"),
         ("no nonce", IdTokenTamper::new().remove("nonce"), "(nonce)"),
         ("no sub", IdTokenTamper::new().remove("sub"), "(unreadable)"),

@@ -22,6 +22,9 @@ use crate::clock::Millis;
 /// Clock skew allowed when checking `exp` and `iat`.
 pub const CLOCK_SKEW: Millis = 60 * 1000;
 
+/// How a refused `iat` starts its error.
+const ISSUED_IN_THE_FUTURE: &str = "issued in the future";
+
 /// The signature algorithms an ID token may use: all asymmetric ones `openidconnect` verifies.
 const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 10] = [
     CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
@@ -120,7 +123,7 @@ pub fn verify_id_token(token: &str, keys: &KeySet, check: &IdTokenCheck<'_>) -> 
             .set_time_fn(move || skewed_now)
             .set_issue_time_verifier_fn(move |iat| {
                 if iat > latest_iat {
-                    Err(format!("issued in the future ({iat})"))
+                    Err(format!("{ISSUED_IN_THE_FUTURE} ({iat})"))
                 } else {
                     Ok(())
                 }
@@ -131,6 +134,10 @@ pub fn verify_id_token(token: &str, keys: &KeySet, check: &IdTokenCheck<'_>) -> 
             IdTokenError::UnknownKey
         }
         ClaimsVerificationError::SignatureVerification(e) => invalid("signature", e),
+        // `openidconnect` reports a refused `iat` as `Expired` too.
+        ClaimsVerificationError::Expired(e) if e.starts_with(ISSUED_IN_THE_FUTURE) => {
+            invalid("issued in the future", e)
+        }
         ClaimsVerificationError::Expired(e) => invalid("expired", e),
         ClaimsVerificationError::InvalidAudience(e) => invalid("audience", e),
         ClaimsVerificationError::InvalidIssuer(e) => invalid("issuer", e),
