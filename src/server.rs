@@ -114,7 +114,12 @@ pub fn build_with_store(config: Config, clock: Arc<dyn Clock>, stores: Stores) -
     ));
     server.add_service(background_service(
         "users",
-        UsersReloader { users: state.users.clone(), path: cfg.users.file.clone(), interval: USERS_CHECK_INTERVAL },
+        UsersReloader {
+            users: state.users.clone(),
+            path: cfg.users.file.clone(),
+            interval: USERS_CHECK_INTERVAL,
+            on_removed: state.clone(),
+        },
     ));
     // With Redis, key TTLs expire sessions; sweeping would mean scanning every key.
     if cfg.store.redis.is_none() {

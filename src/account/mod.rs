@@ -16,6 +16,7 @@ pub mod password;
 pub mod people;
 #[cfg(test)]
 pub(crate) mod people_contract;
+pub mod removal;
 pub mod totp;
 
 use async_trait::async_trait;

@@ -1,6 +1,11 @@
 //! Keeps the users file current without a restart: it is re-read when its modification time
 //! changes (checked every few seconds) and on SIGHUP. A file that fails to load is reported and
-//! the previous list stays in force. Removing a person ends their sessions at their next request.
+//! the previous list stays in force.
+//!
+//! People who leave the file are refused at once (every request looks its person up), and
+//! [`PeopleRemoved`] is told about them so their sessions and API keys end in the store too —
+//! but only once the file has settled: a file caught half-written by an editor can look as if
+//! everyone left, so it is read again [`SETTLE`] later and only people still missing count.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -11,6 +16,9 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use super::UserDirectory;
+
+/// How long after a reload that lost people the file is read again to confirm it.
+pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// The current users, swapped whole on reload.
 #[derive(Debug, Default)]
@@ -36,10 +44,17 @@ impl Users {
     }
 }
 
+/// What to do about people who left the users file (their ids, confirmed missing).
+#[async_trait]
+pub trait PeopleRemoved: Send + Sync {
+    async fn removed(&self, ids: &[String]);
+}
+
 pub struct UsersReloader {
     pub users: Arc<Users>,
     pub path: PathBuf,
     pub interval: Duration,
+    pub on_removed: Arc<dyn PeopleRemoved>,
 }
 
 fn modified(path: &PathBuf) -> Option<SystemTime> {
@@ -47,14 +62,39 @@ fn modified(path: &PathBuf) -> Option<SystemTime> {
 }
 
 impl UsersReloader {
-    /// Loads the file now; keeps the old list if it does not load.
-    pub fn reload(&self) {
+    /// Loads the file now; keeps the old list if it does not load. The ids of the people who
+    /// were in the old list and are not in the new one.
+    pub fn reload(&self) -> Vec<String> {
         match UserDirectory::load(&self.path) {
             Ok(dir) => {
                 tracing::info!(users = dir.len(), file = %self.path.display(), "users file loaded");
+                let gone = self.users.current().missing_from(&dir);
                 self.users.replace(dir);
+                gone
             }
-            Err(e) => tracing::error!(error = %e, "users file not reloaded; the previous list stays in force"),
+            Err(e) => {
+                tracing::error!(error = %e, "users file not reloaded; the previous list stays in force");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Reloads; when people left, reads the file again after [`SETTLE`] and tells
+    /// `on_removed` about those still missing.
+    async fn reload_and_confirm(&self, shutdown: &mut ShutdownWatch) {
+        let gone = self.reload();
+        if gone.is_empty() {
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(SETTLE) => {}
+        }
+        self.reload();
+        let settled = self.users.current();
+        let gone: Vec<String> = gone.into_iter().filter(|id| settled.by_id(id).is_none()).collect();
+        if !gone.is_empty() {
+            self.on_removed.removed(&gone).await;
         }
     }
 }
@@ -77,13 +117,13 @@ impl BackgroundService for UsersReloader {
                 _ = shutdown.changed() => return,
                 _ = hup => {
                     seen = modified(&self.path);
-                    self.reload();
+                    self.reload_and_confirm(&mut shutdown).await;
                 }
                 _ = tick.tick() => {
                     let now = modified(&self.path);
                     if now != seen {
                         seen = now;
-                        self.reload();
+                        self.reload_and_confirm(&mut shutdown).await;
                     }
                 }
             }

@@ -136,6 +136,13 @@ impl UserDirectory {
         self.by_id.len()
     }
 
+    /// The ids of the people in `self` that `other` does not have.
+    pub fn missing_from(&self, other: &UserDirectory) -> Vec<String> {
+        let mut ids: Vec<String> = self.by_id.keys().filter(|id| !other.by_id.contains_key(*id)).cloned().collect();
+        ids.sort();
+        ids
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }
@@ -208,6 +215,19 @@ mod tests {
     /// HASH with other parameters (and algorithm); the salt and output are only parsed.
     fn with_params(algorithm: &str, params: &str) -> String {
         HASH.replace("argon2id", algorithm).replace("m=19456,t=2,p=1", params)
+    }
+
+    #[test]
+    fn people_missing_from_a_new_list_are_named_by_id() {
+        let before =
+            format!("{}id = \"ann\"\n{}id = \"ben\"\n{}", one("a@x", HASH), one("b@x", HASH), one("c@x", HASH));
+        let before = UserDirectory::parse(&before).unwrap();
+        // Ben left; Ann's email changed (same id); c@x stayed under its derived id.
+        let after = format!("{}id = \"ann\"\n{}", one("ann@x", HASH), one("c@x", HASH));
+        let after = UserDirectory::parse(&after).unwrap();
+        assert_eq!(before.missing_from(&after), vec!["ben".to_string()]);
+        assert!(after.missing_from(&before).is_empty());
+        assert_eq!(before.missing_from(&UserDirectory::parse("").unwrap()).len(), 3);
     }
 
     #[test]

@@ -189,6 +189,16 @@ impl SessionManager {
         Ok(())
     }
 
+    /// Ends every session of `user_id` (they left the users file), as [`Self::sign_out`] ends
+    /// one: gone from the store, and from every replica's cache. How many were ended.
+    pub async fn end_all(&self, user_id: &str) -> Result<usize, StoreError> {
+        let sessions = self.store.list_for_user(user_id).await?;
+        for s in &sessions {
+            self.sign_out(&s.token_hash).await?;
+        }
+        Ok(sessions.len())
+    }
+
     /// Revokes one of `user_id`'s sessions by public id; returns once the record is gone. A
     /// session whose token is rotated while this runs is looked up again, so the revocation
     /// never reports success while the session lives on.

@@ -199,3 +199,45 @@ async fn removing_a_person_from_the_users_file_ends_their_sessions() {
     assert_eq!(client().get(gw.url("/app")).header("cookie", &demo).send().await.unwrap().status(), 200);
     assert_eq!(try_sign_in(&gw, SAM_EMAIL, PASSWORD).await.status(), 401);
 }
+
+/// Leaving the users file ends the person's sessions and API keys in the store itself, without
+/// waiting for their next request: putting the id back — the same person after a mistaken
+/// edit, or worse someone else under a reused id — brings none of them back.
+#[tokio::test]
+async fn a_removed_persons_sessions_and_keys_stay_ended_when_the_id_comes_back() {
+    use std::time::Duration;
+
+    use crate::support::api_keys::{create_key, eventually, key_setup, key_works};
+
+    let gw = key_setup().start();
+    let demo = sign_in(&gw, DEMO_EMAIL, CHROME_MAC).await;
+    let sam = sign_in(&gw, SAM_EMAIL, CHROME_MAC).await;
+    let sams_key = create_key(&gw, &sam, "sam's script", Some(30)).await;
+    let sam_id = gw.state.users.current().by_email(SAM_EMAIL).expect("Sam is listed").id.clone();
+    let demo_id = gw.state.users.current().by_email(DEMO_EMAIL).expect("Demo is listed").id.clone();
+    let original = std::fs::read_to_string(&gw.users_file).unwrap();
+    let without_sam =
+        original.split("[[users]]").filter(|u| !u.contains(SAM_EMAIL)).collect::<Vec<_>>().join("[[users]]");
+    std::fs::write(&gw.users_file, without_sam).unwrap();
+
+    // Nobody uses Sam's cookie meanwhile: the gateway ends the sessions on its own.
+    let store = gw.state.sessions.store.clone();
+    let ended = eventually(Duration::from_secs(10), || async {
+        store.list_for_user(&sam_id).await.expect("the store answers").is_empty()
+    })
+    .await;
+    assert!(ended, "Sam's sessions are still in the store after Sam left the users file");
+    assert_eq!(store.list_for_user(&demo_id).await.unwrap().len(), 1, "Demo's session is untouched");
+    let keys = gw.state.api_keys.store.keys_for_user(&sam_id).await.expect("the store answers");
+    assert!(keys.is_empty(), "Sam's API keys are revoked too: {keys:?}");
+
+    std::fs::write(&gw.users_file, &original).unwrap();
+    let back =
+        eventually(Duration::from_secs(10), || async { gw.state.users.current().by_id(&sam_id).is_some() }).await;
+    assert!(back, "the users file lists Sam again");
+    let status = client().get(gw.url("/app")).header("cookie", &sam).send().await.unwrap().status();
+    assert_eq!(status, 401, "an ended session stays ended when its id returns");
+    assert!(!key_works(&gw, &sams_key.key).await, "so does a revoked key");
+    assert_eq!(client().get(gw.url("/app")).header("cookie", &demo).send().await.unwrap().status(), 200);
+    assert_eq!(try_sign_in(&gw, SAM_EMAIL, PASSWORD).await.status(), 200, "Sam can sign in afresh");
+}
