@@ -74,6 +74,13 @@ impl Fingerprint {
             (false, true) => format!("an unrecognised browser on {os}"),
             (false, false) => "an unrecognised browser".to_string(),
         };
+        // The class is part of the device: say it where one OS runs on both (an Android phone
+        // and an Android tablet are two devices, and the reason must tell them apart).
+        let label = match class {
+            DeviceClass::Mobile => format!("{label} (phone)"),
+            DeviceClass::Tablet => format!("{label} (tablet)"),
+            DeviceClass::Desktop | DeviceClass::Unknown => label,
+        };
         Fingerprint { key, label: cut(&label, MAX_LABEL_LEN), class }
     }
 }
@@ -161,7 +168,9 @@ mod tests {
         assert_eq!(f.key.len(), 32);
         assert!(f.key.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{}", f.key);
         assert_eq!(fp(CHROME_MAC, &none).label, "Chrome on macOS");
-        assert_eq!(fp(SAFARI_IPHONE, &none).label, "Safari on iOS");
+        assert_eq!(fp(SAFARI_IPHONE, &none).label, "Safari on iOS (phone)");
+        assert_eq!(fp(CHROME_ANDROID_PHONE, &none).label, "Chrome on Android (phone)");
+        assert_eq!(fp(CHROME_ANDROID_TABLET, &none).label, "Chrome on Android (tablet)");
         assert_eq!(fp(SAFARI_IPHONE, &none).class, DeviceClass::Mobile);
         assert_eq!(fp(SAFARI_IPAD, &none).class, DeviceClass::Tablet);
         assert_eq!(fp(CHROME_ANDROID_PHONE, &none).class, DeviceClass::Mobile);
