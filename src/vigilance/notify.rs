@@ -416,8 +416,7 @@ impl Notifier {
             .header("X-Dalea-Signature", format!("sha256={signature}"))
             .body(body.to_vec());
         match request.send().await {
-            // Without the URL: its path or query may be a token.
-            Err(e) => Attempt::Retry(e.without_url().to_string()),
+            Err(e) => Attempt::Retry(send_failure(e)),
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 match status {
@@ -427,6 +426,25 @@ impl Notifier {
                 }
             }
         }
+    }
+}
+
+/// Why a request got no answer, in words an operator can act on: a slow endpoint and a down
+/// one read differently. Without the URL: its path or query may be a token.
+fn send_failure(e: reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "no answer within the timeout"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "the request failed"
+    };
+    let detail = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
+    let e = e.without_url();
+    if detail.is_empty() {
+        format!("{what} ({e})")
+    } else {
+        format!("{what} ({e}: {detail})")
     }
 }
 

@@ -359,3 +359,19 @@ fn only_new_devices_and_unusual_places_are_notified() {
     assert_eq!(NoticeKind::for_flag(FlagKind::ImpossibleTravel), None);
     assert_eq!(NoticeKind::for_flag(FlagKind::LongLived), None);
 }
+
+#[tokio::test]
+async fn a_slow_webhook_and_a_down_one_are_told_apart_without_the_url() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let down = Notifier::new(config(format!("http://127.0.0.1:{port}/hooks?token=T0KEN"), 1)).expect("notifier");
+    let n = notice(NoticeKind::NewDevice);
+    let Attempt::Retry(why) = down.attempt(&n, &n.body()).await else { panic!("a closed port is retried") };
+    assert!(why.starts_with("could not connect"), "{why}");
+    assert!(!why.contains("T0KEN") && !why.contains("/hooks"), "{why}");
+
+    let hook = Hook::start(&[Reply::Slow(Duration::from_secs(2))]).await;
+    let slow = Notifier::new(config(hook.url(), 1)).expect("notifier");
+    let Attempt::Retry(why) = slow.attempt(&n, &n.body()).await else { panic!("a timeout is retried") };
+    assert!(why.starts_with("no answer within the timeout"), "{why}");
+    assert!(!why.contains("T0KEN") && !why.contains("/hooks"), "{why}");
+}
