@@ -192,10 +192,12 @@ impl AppState {
         ));
         let info = &config.client_info;
         let client_info = if info.geoip_optional {
-            ClientInfoResolver::new_geoip_optional(info.trusted_proxies.clone(), info.geoip_database.as_deref())?
+            ClientInfoResolver::new_geoip_optional(info.trusted_proxies.clone(), info.geoip_database.as_deref())
         } else {
-            ClientInfoResolver::new(info.trusted_proxies.clone(), info.geoip_database.as_deref())?
+            ClientInfoResolver::new(info.trusted_proxies.clone(), info.geoip_database.as_deref())
         };
+        // Said once, under the key to fix (as `check-config` says it).
+        let client_info = client_info.map_err(|e| anyhow::anyhow!("client_info.geoip_database: {e}"))?;
         let routes = RouteTable::new(&config, whoami).map_err(anyhow::Error::msg)?;
         let route_names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
         let metrics = Arc::new(Metrics::new(&route_names));

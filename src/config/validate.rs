@@ -186,7 +186,8 @@ fn client_info(c: ClientInfoFile, base: &Path) -> Result<ClientInfoConfig, Confi
             let path = base.join(non_empty(key, &raw)?);
             // An optional database is checked when the gateway starts (and skipped then if bad).
             if !path.is_file() && !c.geoip_optional {
-                return Err(ConfigError::new(key, format!("the GeoIP database file {} is missing", path.display())));
+                let why = if path.exists() { "it is not a file" } else { "no such file" };
+                return Err(ConfigError::new(key, format!("cannot open GeoIP database {}: {why}", path.display())));
             }
             Some(path)
         }
