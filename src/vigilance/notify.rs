@@ -42,6 +42,8 @@ pub const QUEUE_CAPACITY: usize = 1024;
 const MAX_IN_FLIGHT: usize = 8;
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long shutdown waits for deliveries under way (within the server's grace period).
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 const USER_AGENT: &str = concat!("dalea-gateway/", env!("CARGO_PKG_VERSION"), " (webhook)");
 
 /// What a notice is about.
@@ -307,8 +309,9 @@ impl Notifier {
     }
 
     /// Delivers queued notices until `shutdown` fires (at most [`MAX_IN_FLIGHT`] at once, each
-    /// with its retries). Only the first call runs; later calls return at once. Notices still
-    /// queued at shutdown are lost (and logged): they live in memory only.
+    /// with its retries). Only the first call runs; later calls return at once. At shutdown,
+    /// deliveries under way get [`SHUTDOWN_WAIT`] to finish; notices still queued or still being
+    /// delivered then are lost — they live in memory only — and counted as dropped and logged.
     pub async fn run(&self, mut shutdown: ShutdownWatch) {
         let taken = self.inner.rx.lock().map(|mut rx| rx.take()).unwrap_or(None);
         let Some(mut rx) = taken else {
@@ -318,6 +321,8 @@ impl Notifier {
         let origin = self.inner.config.webhook_origin();
         tracing::info!(notify.webhook = %origin, "delivering sign-in notices");
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        // A notice taken from the queue but not yet handed to a delivery.
+        let mut in_hand = 0u64;
         loop {
             let notice = tokio::select! {
                 _ = shutdown.changed() => break,
@@ -326,7 +331,17 @@ impl Notifier {
                     None => break,
                 },
             };
-            let Ok(permit) = permits.clone().acquire_owned().await else { break };
+            // Every delivery slot may be held by a slow webhook: shutdown must still be seen.
+            let permit = tokio::select! {
+                _ = shutdown.changed() => {
+                    in_hand = 1;
+                    break;
+                }
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
             let this = self.clone();
             tokio::spawn(async move {
                 this.deliver(notice).await;
@@ -334,13 +349,24 @@ impl Notifier {
             });
         }
         rx.close();
-        let mut lost = 0u64;
+        let mut queued = in_hand;
         while rx.try_recv().is_ok() {
-            lost += 1;
+            queued += 1;
         }
-        if lost > 0 {
-            self.inner.counters.dropped.fetch_add(lost, Ordering::Relaxed);
-            tracing::warn!(notify.lost = lost, "shutting down with sign-in notices not yet delivered");
+        // Deliveries under way get a moment to finish; those still going end with the process.
+        let all = MAX_IN_FLIGHT as u32;
+        let unfinished = match tokio::time::timeout(SHUTDOWN_WAIT, permits.clone().acquire_many_owned(all)).await {
+            Ok(_) => 0,
+            Err(_) => (MAX_IN_FLIGHT - permits.available_permits()) as u64,
+        };
+        if queued + unfinished > 0 {
+            self.inner.counters.dropped.fetch_add(queued + unfinished, Ordering::Relaxed);
+            tracing::warn!(
+                notify.lost = queued + unfinished,
+                notify.queued = queued,
+                notify.unfinished = unfinished,
+                "shutting down with sign-in notices not yet delivered"
+            );
         }
     }
 
@@ -349,7 +375,7 @@ impl Notifier {
         let cfg = &self.inner.config;
         let c = &self.inner.counters;
         let body = notice.body();
-        let mut wait = cfg.retry_backoff;
+        let mut wait = cfg.retry_backoff.min(MAX_BACKOFF);
         for attempt in 1..=cfg.max_attempts.max(1) {
             match self.attempt(&notice, &body).await {
                 Attempt::Delivered => {

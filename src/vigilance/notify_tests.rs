@@ -375,3 +375,27 @@ async fn a_slow_webhook_and_a_down_one_are_told_apart_without_the_url() {
     assert!(why.starts_with("no answer within the timeout"), "{why}");
     assert!(!why.contains("T0KEN") && !why.contains("/hooks"), "{why}");
 }
+
+#[tokio::test]
+async fn notices_lost_at_shutdown_are_counted_even_when_every_slot_is_stuck() {
+    // The webhook hangs: every delivery slot is taken, more notices wait in the queue.
+    let hook = Hook::start(&[Reply::Slow(Duration::from_secs(30)); 32]).await;
+    let mut cfg = config(hook.url(), 3);
+    cfg.timeout = Duration::from_secs(20);
+    let notifier = Notifier::new(cfg).expect("notifier");
+    let (stop, watch) = tokio::sync::watch::channel(false);
+    let n = notifier.clone();
+    let running = tokio::spawn(async move { n.run(watch).await });
+    for _ in 0..(MAX_IN_FLIGHT + 4) {
+        assert!(notifier.notify(notice(NoticeKind::NewDevice)));
+    }
+    hook.wait_for(MAX_IN_FLIGHT).await;
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("stops despite the stuck slots")
+        .expect("no panic");
+    let c = notifier.counts();
+    assert_eq!((c.delivered, c.failed), (0, 0));
+    assert_eq!(c.dropped, (MAX_IN_FLIGHT + 4) as u64, "every notice not delivered is counted: {c:?}");
+}
