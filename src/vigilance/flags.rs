@@ -187,6 +187,12 @@ pub fn impossible_travel(s: &SessionFacts<'_>, history: &History) -> Option<Flag
     })
 }
 
+/// A reason as a notice or an audit entry keeps it: written at the sign-in and read later, so
+/// without the "just now" the rules say at that moment (the record carries its own time).
+pub fn as_recorded(reason: &str) -> String {
+    reason.replace(", just now", "").replace(" just now", "")
+}
+
 /// `long_lived`: signed in more than `after` ago.
 pub fn long_lived(s: &SessionFacts<'_>, after: Millis, now: Millis) -> Option<Flag> {
     (now.saturating_sub(s.created_at) > after).then(|| Flag {

@@ -265,6 +265,7 @@ pub fn novelty(before: &History, sign_in: &SignIn, rules: &Rules, keep: Keep) ->
     let flags: Vec<Flag> = flags::evaluate(&facts, &after, rules, true, sign_in.at)
         .into_iter()
         .filter(|f| f.kind != FlagKind::LongLived)
+        .map(|f| Flag { reason: flags::as_recorded(&f.reason), ..f })
         .collect();
     let has = |kind| flags.iter().any(|f: &Flag| f.kind == kind);
     SignInNovelty {

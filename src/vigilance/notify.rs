@@ -78,7 +78,7 @@ pub struct Notice {
     /// The delivery id: 32 hex digits, random, the same on every attempt.
     pub id: String,
     pub kind: NoticeKind,
-    /// The flag's reason: "First sign-in from Firefox on Windows, just now".
+    /// The flag's reason: "First sign-in from Firefox on Windows".
     pub reason: String,
     pub user_id: String,
     pub email: Option<String>,

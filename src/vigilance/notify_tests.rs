@@ -138,7 +138,7 @@ fn notice(kind: NoticeKind) -> Notice {
     Notice {
         id: "0123456789abcdef0123456789abcdef".into(),
         kind,
-        reason: "First sign-in from Firefox on Windows, just now".into(),
+        reason: "First sign-in from Firefox on Windows".into(),
         user_id: "amy".into(),
         email: Some("amy@example.com".into()),
         session_id: "sess-public-id".into(),
@@ -206,7 +206,7 @@ async fn a_notice_is_posted_signed_with_every_field() {
         serde_json::json!({
             "id": "0123456789abcdef0123456789abcdef",
             "event": "new_device",
-            "reason": "First sign-in from Firefox on Windows, just now",
+            "reason": "First sign-in from Firefox on Windows",
             "user": {"id": "amy", "email": "amy@example.com"},
             "session": {
                 "id": "sess-public-id",

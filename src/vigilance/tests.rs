@@ -165,7 +165,7 @@ async fn sign_ins_are_flagged_and_notified_as_they_happen() {
     assert_eq!(notices.len(), 1);
     let notice = &notices[0];
     assert_eq!(notice.kind, NoticeKind::NewDevice);
-    assert_eq!(notice.reason, "First sign-in from Firefox on Windows, just now");
+    assert_eq!(notice.reason, "First sign-in from Firefox on Windows");
     assert_eq!((notice.user_id.as_str(), notice.email.as_deref()), ("amy", Some("amy@example.com")));
     assert_eq!(notice.session_id, firefox.id.to_string());
     assert_eq!(notice.device, "Firefox on Windows");
@@ -183,7 +183,7 @@ async fn sign_ins_are_flagged_and_notified_as_they_happen() {
     assert_eq!(notices.iter().map(|n| n.kind).collect::<Vec<_>>(), [NoticeKind::UnusualLocation]);
     assert_eq!(
         notices[0].reason,
-        "New South Wales, Australia is not one of your usual places: first sign-in from there just now"
+        "New South Wales, Australia is not one of your usual places: first sign-in from there"
     );
 
     // The rows a month later: everything long-lived; the flags stay with the sessions that earned them.
@@ -225,7 +225,7 @@ async fn private_unknown_and_garbage_inputs_raise_no_location_flags() {
     let (blank, n) = rig.sign_in("cat", "", "10.9.9.9", T0 + 4 * DAY).await;
     let n = n.expect("recorded");
     assert_eq!(n.flags.iter().map(|f| f.kind).collect::<Vec<_>>(), [FlagKind::NewDevice]);
-    assert_eq!(n.flags[0].reason, "First sign-in from an unrecognised browser, just now");
+    assert_eq!(n.flags[0].reason, "First sign-in from an unrecognised browser");
     assert_eq!(rig.row_flags(&blank, "10.9.9.9", T0 + 4 * DAY).await, [FlagKind::NewDevice]);
     let notices = rig.notifier.drain();
     assert_eq!(notices.len(), 1);

@@ -606,7 +606,7 @@ async fn a_new_device_is_notified_signed_and_retried_after_a_server_error() {
         json!({
             "id": got[0].headers["x-dalea-delivery"],
             "event": "new_device",
-            "reason": "First sign-in from Firefox on Windows, just now",
+            "reason": "First sign-in from Firefox on Windows",
             "user": {"id": "demo", "email": DEMO_EMAIL},
             "session": {"id": session["id"], "device": "Firefox on Windows", "ip": LONDON, "location": "London, United Kingdom"},
             "at": session["created_at"],
