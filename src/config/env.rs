@@ -168,10 +168,9 @@ fn lookup(name: &str) -> Result<(&'static str, &'static str, Kind), ConfigError>
         let known: Vec<&str> = SCHEMA.iter().filter(|(s, _, _)| s == section).map(|(_, k, _)| *k).collect();
         format!("{name} names an unknown key; [{section}] has {}", known.join(", "))
     } else {
-        format!(
-            "{name} names an unknown section; sections settable from the environment are \
-             server, store, session, client_info, users"
-        )
+        let mut sections: Vec<&str> = SCHEMA.iter().map(|(s, _, _)| *s).collect();
+        sections.dedup();
+        format!("{name} names an unknown section; sections settable from the environment are {}", sections.join(", "))
     };
     Err(ConfigError::new(dotted, message))
 }

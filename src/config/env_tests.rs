@@ -57,6 +57,14 @@ fn rejects_unknown_key_and_section() {
     assert!(err.message.contains("DALEA__SESSION__COOKIE_NAEM"), "{err}");
     let err = overlay(&mut t, &vars(&[("DALEA__SESION__IDLE_TIMEOUT", "x")])).unwrap_err();
     assert_eq!(err.key, "sesion.idle_timeout");
+    // The sections it offers are every one the schema has, each once.
+    let offered = err.message.rsplit(" are ").next().unwrap_or_default();
+    let mut sections: Vec<&str> = SCHEMA.iter().map(|(s, _, _)| *s).collect();
+    sections.sort();
+    sections.dedup();
+    let mut listed: Vec<&str> = offered.split(", ").collect();
+    listed.sort();
+    assert_eq!(listed, sections, "{err}");
     let err = overlay(&mut t, &vars(&[("DALEA__SESSION", "x")])).unwrap_err();
     assert_eq!(err.key, "session");
     let err = overlay(&mut t, &vars(&[("DALEA__SESSION__A__B", "x")])).unwrap_err();
