@@ -5,8 +5,9 @@
 //!
 //! Hot-path metrics are resolved to their labelled child once, here, and updated with a single
 //! atomic operation per request. Values other parts of the gateway already keep (cache sizes,
-//! pending activity, notices sent) are read when `/metrics` is scraped ([`scrape`]).
+//! pending activity, notices sent) are read when `/metrics` is scraped ([`Metrics::scrape`]).
 
+mod scrape;
 mod store;
 
 use std::sync::Arc;
@@ -18,9 +19,8 @@ use prometheus::{
     TextEncoder,
 };
 
+pub use scrape::Snapshot;
 pub use store::MeteredStore;
-
-use crate::vigilance::notify::NotifyCounts;
 
 /// What the proxy decided for a request to a route (`decision` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -464,52 +464,6 @@ impl Metrics {
     /// Names of every family registered (for checks of dashboards and docs).
     pub fn family_names(&self) -> Vec<String> {
         self.registry.gather().iter().map(|f| f.name().to_string()).collect()
-    }
-}
-
-/// Values read at scrape time from the parts of the gateway that keep them.
-pub struct Snapshot {
-    pub session_cache_entries: usize,
-    pub key_cache_entries: usize,
-    /// Pending activity per lane, in [`LANES`] order.
-    pub pending: [usize; 2],
-    pub sessions_active: usize,
-    /// Notices published so far (a running total kept by the store).
-    pub notices_sent: u64,
-    /// Whether revocation notices are arriving; `None` without a shared store (nothing to miss).
-    pub subscribed: Option<bool>,
-    /// The webhook notifier's running totals (all zero without `[notify]`).
-    pub webhook: NotifyCounts,
-}
-
-impl Metrics {
-    /// Brings the scrape-time values up to date and renders everything.
-    pub fn scrape(&self, snap: &Snapshot) -> String {
-        self.cache_entries.with_label_values(&[CACHES[0]]).set(snap.session_cache_entries as i64);
-        self.cache_entries.with_label_values(&[CACHES[1]]).set(snap.key_cache_entries as i64);
-        for (lane, n) in self.lanes.iter().zip(snap.pending) {
-            lane.pending.set(n as i64);
-        }
-        self.sessions_active.set(snap.sessions_active as i64);
-        let sent = self.revocation.sent.get();
-        if snap.notices_sent > sent {
-            self.revocation.sent.inc_by(snap.notices_sent - sent);
-        }
-        self.revocation.subscribed.set(i64::from(snap.subscribed.unwrap_or(true)));
-        let w = &snap.webhook;
-        for (counter, total) in self.webhook.notices.iter().zip([w.delivered, w.failed, w.dropped]) {
-            catch_up(counter, total);
-        }
-        catch_up(&self.webhook.retries, w.retries);
-        self.render()
-    }
-}
-
-/// Moves `counter` up to `total`, a running total kept elsewhere (never down).
-fn catch_up(counter: &IntCounter, total: u64) {
-    let now = counter.get();
-    if total > now {
-        counter.inc_by(total - now);
     }
 }
 

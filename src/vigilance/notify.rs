@@ -308,9 +308,9 @@ impl Notifier {
         }
     }
 
-    /// Delivers queued notices until `shutdown` fires (at most [`MAX_IN_FLIGHT`] at once, each
+    /// Delivers queued notices until `shutdown` fires (at most `MAX_IN_FLIGHT` at once, each
     /// with its retries). Only the first call runs; later calls return at once. At shutdown,
-    /// deliveries under way get [`SHUTDOWN_WAIT`] to finish; notices still queued or still being
+    /// deliveries under way get `SHUTDOWN_WAIT` to finish; notices still queued or still being
     /// delivered then are lost — they live in memory only — and counted as dropped and logged.
     pub async fn run(&self, mut shutdown: ShutdownWatch) {
         let taken = self.inner.rx.lock().map(|mut rx| rx.take()).unwrap_or(None);
