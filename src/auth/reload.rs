@@ -80,21 +80,22 @@ impl UsersReloader {
     }
 
     /// Reloads; when people left, reads the file again after [`SETTLE`] and tells
-    /// `on_removed` about those still missing.
+    /// `on_removed` about those still missing. People that second read loses are confirmed the
+    /// same way, until a read loses nobody.
     async fn reload_and_confirm(&self, shutdown: &mut ShutdownWatch) {
-        let gone = self.reload();
-        if gone.is_empty() {
-            return;
-        }
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(SETTLE) => {}
-        }
-        self.reload();
-        let settled = self.users.current();
-        let gone: Vec<String> = gone.into_iter().filter(|id| settled.by_id(id).is_none()).collect();
-        if !gone.is_empty() {
-            self.on_removed.removed(&gone).await;
+        let mut gone = self.reload();
+        while !gone.is_empty() {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(SETTLE) => {}
+            }
+            let lost_since = self.reload();
+            let settled = self.users.current();
+            let confirmed: Vec<String> = gone.into_iter().filter(|id| settled.by_id(id).is_none()).collect();
+            if !confirmed.is_empty() {
+                self.on_removed.removed(&confirmed).await;
+            }
+            gone = lost_since;
         }
     }
 }
